@@ -1,0 +1,15 @@
+//! Every environment variable ExpertMesh reads, in one place.
+
+/// Colon-separated list of golden fixture folders (default: every folder under
+/// `../shared/fixtures` that holds an `expected.safetensors`).
+pub const ENV_FIXTURES: &str = "EMESH_FIXTURES";
+/// Root of the shared fixtures folder (default `../shared/fixtures` from the workspace root).
+pub const ENV_FIXTURES_DIR: &str = "EMESH_FIXTURES_DIR";
+/// Path of the V4 tokenizer folder used by tests (default `../shared/models/deepseek-v4-tokenizer`).
+pub const ENV_TOKENIZER_DIR: &str = "EMESH_TOKENIZER_DIR";
+/// When set to `1`, tests that need etcd fail instead of skipping when it is absent.
+pub const ENV_REQUIRE_ETCD: &str = "EMESH_REQUIRE_ETCD";
+/// Number of compute threads (default: all cores).
+pub const ENV_THREADS: &str = "EMESH_THREADS";
+/// Log filter, as `RUST_LOG` (e.g. `info,emesh_model=debug`).
+pub const ENV_LOG: &str = "EMESH_LOG";
