@@ -1,1 +1,42 @@
-fn main() {}
+//! `emesh`: the one binary of ExpertMesh.
+
+mod cmd_verify;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "emesh",
+    version,
+    about = "Serve DeepSeek-V4 across many machines",
+    propagate_version = true
+)]
+struct Cli {
+    /// Compute threads (default: all cores; env EMESH_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the engine against a golden fixture folder; prints one JSON line.
+    Verify(cmd_verify::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    emesh_compute::init_threads(cli.threads);
+    let res: Result<i32> = match cli.cmd {
+        Command::Verify(a) => cmd_verify::run(a),
+    };
+    match res {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
