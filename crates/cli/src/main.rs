@@ -1,5 +1,7 @@
 //! `emesh`: the one binary of ExpertMesh.
 
+mod cmd_gen;
+mod cmd_generate;
 mod cmd_verify;
 
 use anyhow::Result;
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a random-weight V4-architecture checkpoint in the official format.
+    GenModel(cmd_gen::Args),
+    /// Greedy generation on one process; prints tokens, text and tokens/s.
+    Generate(cmd_generate::Args),
     /// Check the engine against a golden fixture folder; prints one JSON line.
     Verify(cmd_verify::Args),
 }
@@ -30,6 +36,8 @@ fn main() {
     let cli = Cli::parse();
     emesh_compute::init_threads(cli.threads);
     let res: Result<i32> = match cli.cmd {
+        Command::GenModel(a) => cmd_gen::run(a),
+        Command::Generate(a) => cmd_generate::run(a),
         Command::Verify(a) => cmd_verify::run(a),
     };
     match res {

@@ -12,11 +12,13 @@ pub mod compressor;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod gen;
 pub mod hc;
 pub mod moe;
 pub mod numerics;
 pub mod verify;
 pub mod weights;
+pub mod writer;
 
 pub use cache::SeqCache;
 pub use engine::{argmax, Engine, LoadOptions, Logits, Seq, Trace};
