@@ -1,4 +1,4 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use emesh_model::gen::{self, GenDtype};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,7 +39,9 @@ pub fn run(a: Args) -> Result<i32> {
     let total = gen::parameter_count(&cfg);
     let bar = indicatif::ProgressBar::new(0);
     if std::io::stderr().is_terminal() {
-        bar.set_style(indicatif::ProgressStyle::with_template("writing {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}")?);
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "writing {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+        )?);
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -52,12 +54,19 @@ pub fn run(a: Args) -> Result<i32> {
     bar.finish_and_clear();
     if let Some(t) = tok_src {
         let dst = a.out.join("tokenizer.json");
-        std::fs::copy(&t, &dst).with_context(|| format!("copying {} to {}", t.display(), dst.display()))?;
-        if let Some(cfg_file) = t.parent().map(|p| p.join("tokenizer_config.json")).filter(|p| p.exists()) {
-            std::fs::copy(&cfg_file, a.out.join("tokenizer_config.json"))?;
+        crate::models::copy_file(&t, &dst)?;
+        if let Some(cfg_file) = t
+            .parent()
+            .map(|p| p.join("tokenizer_config.json"))
+            .filter(|p| p.exists())
+        {
+            crate::models::copy_file(&cfg_file, &a.out.join("tokenizer_config.json"))?;
         }
         if cfg.vocab_size < 128000 {
-            eprintln!("warning: preset {} has a {}-token vocabulary; the tokenizer's ids may not fit it", a.preset, cfg.vocab_size);
+            eprintln!(
+                "warning: preset {} has a {}-token vocabulary; the tokenizer's ids may not fit it",
+                a.preset, cfg.vocab_size
+            );
         }
     }
     println!(

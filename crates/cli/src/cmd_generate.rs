@@ -6,9 +6,13 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model folder (config.json + safetensors).
+    /// Model folder (config.json + safetensors). Without it, a `--preset` model is generated
+    /// once into `models/<preset>` (or `$EMESH_MODELS_DIR/<preset>`) and reused.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
+    /// Preset generated when no --model is given: tiny, small, medium.
+    #[arg(long, default_value = "small")]
+    preset: String,
     /// Prompt as comma-separated token ids.
     #[arg(long, conflicts_with = "prompt")]
     prompt_ids: Option<String>,
@@ -29,16 +33,31 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
-    let tok_path = a.model.join("tokenizer.json");
-    let tokenizer = if tok_path.exists() { Some(emesh_chat::Tokenizer::from_file(&tok_path)?) } else { None };
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => crate::models::ensure_preset(&a.preset)?,
+    };
+    let tok_path = model.join("tokenizer.json");
+    let tokenizer = if tok_path.exists() {
+        Some(emesh_chat::Tokenizer::from_file(&tok_path)?)
+    } else {
+        None
+    };
     let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt) {
         (Some(ids), _) => ids
             .split(',')
-            .map(|s| s.trim().parse::<u32>().with_context(|| format!("--prompt-ids: `{s}` is not a token id")))
+            .map(|s| {
+                s.trim()
+                    .parse::<u32>()
+                    .with_context(|| format!("--prompt-ids: `{s}` is not a token id"))
+            })
             .collect::<Result<_>>()?,
         (None, Some(text)) => match &tokenizer {
             Some(t) => t.encode(text)?,
-            None => bail!("--prompt needs {} (or use --prompt-ids)", tok_path.display()),
+            None => bail!(
+                "--prompt needs {} (or use --prompt-ids)",
+                tok_path.display()
+            ),
         },
         (None, None) => bail!("give --prompt-ids or --prompt"),
     };
@@ -50,13 +69,24 @@ pub fn run(a: Args) -> Result<i32> {
     }
     let t_load = Instant::now();
     let engine = Engine::load(
-        &a.model,
-        &LoadOptions { numerics: a.numerics, progress: std::io::stderr().is_terminal(), ..Default::default() },
+        &model,
+        &LoadOptions {
+            numerics: a.numerics,
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        },
     )?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mut caches: Vec<_> = (0..a.batch).map(|_| engine.new_cache()).collect();
     let t0 = Instant::now();
-    let mut seqs: Vec<Seq> = caches.iter_mut().map(|c| Seq { tokens: &prompt, cache: c, logits: Logits::Last }).collect();
+    let mut seqs: Vec<Seq> = caches
+        .iter_mut()
+        .map(|c| Seq {
+            tokens: &prompt,
+            cache: c,
+            logits: Logits::Last,
+        })
+        .collect();
     let out = engine.forward(&mut seqs, None)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let mut next: Vec<u32> = out.iter().map(|l| argmax(l)).collect();
@@ -68,8 +98,15 @@ pub fn run(a: Args) -> Result<i32> {
             break;
         }
         let toks: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
-        let mut seqs: Vec<Seq> =
-            caches.iter_mut().zip(&toks).map(|(c, t)| Seq { tokens: t, cache: c, logits: Logits::Last }).collect();
+        let mut seqs: Vec<Seq> = caches
+            .iter_mut()
+            .zip(&toks)
+            .map(|(c, t)| Seq {
+                tokens: t,
+                cache: c,
+                logits: Logits::Last,
+            })
+            .collect();
         let out = engine.forward(&mut seqs, None)?;
         next = out.iter().map(|l| argmax(l)).collect();
         for (g, &t) in generated.iter_mut().zip(&next) {
@@ -78,7 +115,10 @@ pub fn run(a: Args) -> Result<i32> {
         steps += 1;
     }
     let decode_s = t1.elapsed().as_secs_f64();
-    let text = tokenizer.as_ref().map(|t| t.decode(&generated[0], false)).transpose()?;
+    let text = tokenizer
+        .as_ref()
+        .map(|t| t.decode(&generated[0], false))
+        .transpose()?;
     println!(
         "{}",
         serde_json::json!({

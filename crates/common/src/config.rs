@@ -15,11 +15,8 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read config {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("config is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("config field `{field}`: {reason}")]
@@ -240,7 +237,7 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         Self::from_json_str(&text)
     }
@@ -530,13 +527,13 @@ impl ModelConfig {
         pos("moe_intermediate_size", self.moe_intermediate_size)?;
         pos("hc_mult", self.hc_mult)?;
         pos("hc_sinkhorn_iters", self.hc_sinkhorn_iters)?;
-        if self.rope_dim == 0 || self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim {
+        if self.rope_dim == 0 || !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
             return Err(field_err(
                 "qk_rope_head_dim",
                 format!("must be even and at most head_dim, got {}", self.rope_dim),
             ));
         }
-        if self.num_heads % self.o_groups != 0 {
+        if !self.num_heads.is_multiple_of(self.o_groups) {
             return Err(field_err(
                 "o_groups",
                 format!(
@@ -568,7 +565,7 @@ impl ModelConfig {
                 return Err(field_err("index_head_dim", "smaller than the rope dims"));
             }
         }
-        if self.hidden_size % 2 != 0 || self.moe_intermediate_size % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(2) || !self.moe_intermediate_size.is_multiple_of(2) {
             return Err(field_err(
                 "hidden_size",
                 "hidden and intermediate sizes must be even (FP4 packing)",

@@ -13,3 +13,5 @@ pub const ENV_REQUIRE_ETCD: &str = "EMESH_REQUIRE_ETCD";
 pub const ENV_THREADS: &str = "EMESH_THREADS";
 /// Log filter, as `RUST_LOG` (e.g. `info,emesh_model=debug`).
 pub const ENV_LOG: &str = "EMESH_LOG";
+/// Folder where `emesh` keeps generated preset models (default `./models`).
+pub const ENV_MODELS_DIR: &str = "EMESH_MODELS_DIR";

@@ -357,8 +357,7 @@ mod tests {
         assert_eq!(scales.len(), 2);
         for r in 0..rows {
             for c in 0..cols {
-                let d = E4M3[codes[r * cols + c] as usize]
-                    * e8m0_to_f32(scales[(r / 128) * 1 + c / 128]);
+                let d = E4M3[codes[r * cols + c] as usize] * e8m0_to_f32(scales[r / 128 + c / 128]);
                 let v = w[r * cols + c];
                 assert!((d - v).abs() <= v.abs() * 0.0625 + 1e-6, "{d} vs {v}");
             }

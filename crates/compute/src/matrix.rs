@@ -102,7 +102,7 @@ impl Weight {
         data: Vec<u8>,
         scales: Vec<u8>,
     ) -> Result<Self, WeightError> {
-        if cols % 2 != 0 {
+        if !cols.is_multiple_of(2) {
             return Err(WeightError::Layout(format!(
                 "fp4 weight needs an even column count, got {cols}"
             )));
@@ -357,7 +357,7 @@ impl Weight {
                 }
             }
             Weight::Fp4 { data, scales, .. } => {
-                if start % 32 != 0 || (end % 32 != 0 && end != cols) {
+                if !start.is_multiple_of(32) || (!end.is_multiple_of(32) && end != cols) {
                     return Err(WeightError::Layout(format!(
                         "fp4 column slice {start}..{end} is not aligned to the 32-column scale blocks"
                     )));

@@ -175,7 +175,7 @@ pub fn forward(
                     keyset.push(&keys[(pos - base) * hd..(pos - base + 1) * hd]);
                 }
                 let mut sel = Vec::new();
-                let n_vis = if ratio > 0 { (p + 1) / ratio } else { 0 };
+                let n_vis = (p + 1).checked_div(ratio).unwrap_or(0);
                 let entries = &cache_ro.compressor.entries;
                 match w.kind {
                     AttnKind::Sliding => {}

@@ -116,7 +116,7 @@ impl Checkpoint {
         if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
                 path: index.clone(),
-                source,
+                cause: source,
             })?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| ModelError::Format {
@@ -229,7 +229,7 @@ impl Checkpoint {
             .map(|p| {
                 File::open(p).map_err(|source| ModelError::Io {
                     path: p.clone(),
-                    source,
+                    cause: source,
                 })
             })
             .collect::<Result<_>>()?;
@@ -243,7 +243,7 @@ impl Checkpoint {
                     .read_exact_at(&mut data, info.offset)
                     .map_err(|source| ModelError::Io {
                         path: path.clone(),
-                        source,
+                        cause: source,
                     })?;
                 let d = done.fetch_add(info.len, Ordering::Relaxed) + info.len;
                 if let Some(b) = &bar {
@@ -293,13 +293,13 @@ fn read_header(path: &Path, file: usize) -> Result<Vec<(String, TensorInfo)>> {
     };
     let f = File::open(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let file_len = f
         .metadata()
         .map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?
         .len();
     let mut len8 = [0u8; 8];

@@ -107,7 +107,7 @@ mod tests {
 
     fn proj(n: usize, oc: usize, seed: f32) -> Vec<f32> {
         (0..n * oc)
-            .map(|i| ((i as f32 * 0.731 + seed).sin()))
+            .map(|i| (i as f32 * 0.731 + seed).sin())
             .collect()
     }
 

@@ -73,7 +73,7 @@ pub fn linear(
             }
             Weight::fp8(rows, cols, t.data.clone(), s.data.clone())
         }
-        Dtype::I8 | Dtype::U8 if t.shape == [rows, cols / 2] && cols % 2 == 0 => {
+        Dtype::I8 | Dtype::U8 if t.shape == [rows, cols / 2] && cols.is_multiple_of(2) => {
             let s =
                 scale.ok_or_else(|| t.err("is packed FP4 but its `.scale` tensor is missing"))?;
             let want = [rows, cols.div_ceil(32)];

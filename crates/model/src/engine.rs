@@ -150,6 +150,13 @@ impl Engine {
             tokens.extend_from_slice(s.tokens);
         }
         let n = tokens.len();
+        let dims = hc::HcDims {
+            hc: hcm,
+            d,
+            iters: cfg.hc_sinkhorn_iters,
+            hc_eps,
+            norm_eps: eps,
+        };
         let mut x = vec![0.0f32; n * hcm * d];
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * hcm * d..(t + 1) * hcm * d];
@@ -167,8 +174,7 @@ impl Engine {
         }
         for (li, lw) in self.weights.layers.iter().enumerate() {
             let mut lt = trace.is_some().then(LayerTrace::default);
-            let iters = cfg.hc_sinkhorn_iters;
-            let (mut a, mix) = hc::pre(&x, n, hcm, d, &lw.hc_attn, iters, hc_eps, eps);
+            let (mut a, mix) = hc::pre(&x, n, dims, &lw.hc_attn);
             ops::rms_norm_rows(&mut a, d, Some(&lw.attn_norm), eps);
             let rope = if lw.attn.kind.has_compressor() {
                 &self.compress_rope
@@ -192,7 +198,7 @@ impl Engine {
             );
             let u = sum_in_order(&partials, n * d);
             hc::post(&mut x, &u, &mix, hcm, d);
-            let (mut b, mix) = hc::pre(&x, n, hcm, d, &lw.hc_ffn, iters, hc_eps, eps);
+            let (mut b, mix) = hc::pre(&x, n, dims, &lw.hc_ffn);
             ops::rms_norm_rows(&mut b, d, Some(&lw.ffn_norm), eps);
             let (v, routes) = moe::forward(cfg, &lw.moe, &b, &tokens, self.numerics);
             hc::post(&mut x, &v, &mix, hcm, d);
@@ -226,7 +232,7 @@ impl Engine {
             tr.after_hc_head = y.clone();
         }
         ops::rms_norm_rows(&mut y, d, Some(&self.weights.norm), eps);
-        if let Some(tr) = trace.as_deref_mut() {
+        if let Some(tr) = trace {
             tr.after_final_norm = y.clone();
         }
         let v = cfg.vocab_size;

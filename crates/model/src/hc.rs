@@ -33,17 +33,26 @@ fn collapse(x: &[f32], pre: &[f32], d: usize, out: &mut [f32]) {
     }
 }
 
+/// Shape and constants of the hyper-connections.
+#[derive(Clone, Copy, Debug)]
+pub struct HcDims {
+    /// Number of streams.
+    pub hc: usize,
+    pub d: usize,
+    pub iters: usize,
+    pub hc_eps: f32,
+    pub norm_eps: f32,
+}
+
 /// `HcPre`: returns the collapsed inputs `[n, d]` and each token's post/comb mix.
-pub fn pre(
-    x: &[f32],
-    n: usize,
-    hc: usize,
-    d: usize,
-    w: &HcWeights,
-    iters: usize,
-    hc_eps: f32,
-    norm_eps: f32,
-) -> (Vec<f32>, Vec<HcMix>) {
+pub fn pre(x: &[f32], n: usize, dims: HcDims, w: &HcWeights) -> (Vec<f32>, Vec<HcMix>) {
+    let HcDims {
+        hc,
+        d,
+        iters,
+        hc_eps,
+        norm_eps,
+    } = dims;
     let mu = mixes(x, n, w, norm_eps);
     let stride = w.fn_.rows();
     let mut a = vec![0.0; n * d];

@@ -11,7 +11,7 @@ pub enum PlanError {
     #[error("invalid input `{field}`: {reason}")]
     Input { field: String, reason: String },
     #[error(
-        "{rank} (worker `{worker}`) needs {needed} bytes ({:.2} GiB: attention {attention}, replicated {replicated}, \
+        "{rank} (worker `{worker}`) needs {needed} bytes ({:.2} GiB: attention and shared expert {attention}, replicated {replicated}, \
          experts {experts}, reserve {reserve}) but its budget is {budget} bytes ({:.2} GiB)",
         gib(*needed), gib(*budget)
     )]

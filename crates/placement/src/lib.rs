@@ -8,6 +8,7 @@
 //!   replicas) and the next epoch's placement after ranks die.
 //! - [`sizing`]: `emesh plan`'s report: feasible layouts, memory per GPU, roofline throughput,
 //!   the smallest cluster; [`v3`] lets it size DeepSeek-V3 for comparison with published data.
+//! - [`simulate`]: a seeded failure simulator comparing recovery policies.
 
 pub mod error;
 pub mod hardware;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod profile;
 pub mod repair;
 pub mod rng;
+pub mod simulate;
 pub mod sizing;
 mod units;
 pub mod v3;
@@ -28,5 +30,6 @@ pub use memory::{BlockBytes, ModelBytes, StaticBytes};
 pub use plan::{Layout, Plan, PlanRequest, RankBytes, RankPlan, WorkerSpec};
 pub use profile::ModelProfile;
 pub use repair::{LoadOrder, Repair};
+pub use simulate::{Policy, SimConfig, SimReport};
 pub use sizing::{size, Assumptions, SizingReport, SizingRequest};
 pub use v3::V3Config;

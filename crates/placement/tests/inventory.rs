@@ -23,6 +23,17 @@ fn pro_release_matches_published_index() {
 }
 
 #[test]
+fn model_bytes_add_up_to_the_inventory() {
+    for cfg in [common::pro(), common::flash()] {
+        for form in [WeightForm::Release, WeightForm::DenseBf16] {
+            let inv = Inventory::new(&cfg, form);
+            let mb = emesh_placement::ModelBytes::from_inventory(&cfg, &inv);
+            assert_eq!(mb.total(), inv.total_bytes());
+        }
+    }
+}
+
+#[test]
 fn flash_release_matches_published_index() {
     let inv = Inventory::new(&common::flash(), WeightForm::Release);
     assert_eq!(inv.len(), 69_187);

@@ -300,3 +300,24 @@ fn properties_hold_for_random_requests() {
         rep.plan.validate().unwrap();
     }
 }
+
+#[test]
+fn extreme_requests_give_errors_not_panics() {
+    let mut cfg = common::tiny(8);
+    let mut req = request(&cfg, 1, 2, u64::MAX);
+    req.redundant_slots_per_rank = usize::MAX;
+    let plan = Plan::new(&req).unwrap();
+    assert!(plan.ranks.iter().all(|r| r.experts[0].len() == 8));
+    cfg.o_groups = 0;
+    assert!(Plan::new(&request(&cfg, 1, 1, GIB)).is_err());
+    cfg = common::tiny(8);
+    cfg.vocab_size = usize::MAX;
+    assert!(Plan::new(&request(&cfg, 1, 1, GIB)).is_err());
+    cfg = common::tiny(8);
+    cfg.attn_kinds.pop();
+    assert!(Plan::new(&request(&cfg, 1, 1, GIB)).is_err());
+    let mut broken = Plan::new(&request(&common::tiny(8), 1, 2, GIB)).unwrap();
+    broken.ranks[1].experts.clear();
+    assert!(broken.validate().is_err());
+    assert!(broken.repair(&[Rank(0)]).is_err());
+}

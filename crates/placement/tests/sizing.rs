@@ -207,3 +207,26 @@ fn flash_on_cpu_nodes_and_bad_inputs() {
     let c = min_cluster(&flash, &small).unwrap();
     assert!(c.nodes > 4 && c.nodes < 16, "{c:?}");
 }
+
+#[test]
+fn extreme_inputs_give_errors_or_reports_not_panics() {
+    let flash = ModelProfile::from_v4("V4-Flash", &common::flash(), WeightForm::Release).unwrap();
+    let hw = Hardware::parse("b200").unwrap();
+    for (nodes, gpn, ctx, batch, red) in [
+        (1 << 20, 4096, 1 << 32, 1 << 32, 1 << 24),
+        (1, 1, 1, 1, 0),
+        (3, 7, 1_000_003, 5, 17),
+        (usize::MAX, 2, 10, 0, 0),
+        (2, 8, usize::MAX, 0, usize::MAX),
+    ] {
+        let mut req = SizingRequest::new(hw.clone(), nodes, gpn, ctx);
+        req.batch = batch;
+        req.redundant_experts = red;
+        if let Ok(r) = size(&flash, &req) {
+            let _ = r.to_string();
+        }
+    }
+    let mut cfg = common::flash();
+    cfg.hidden_size = usize::MAX / 2;
+    assert!(ModelProfile::from_v4("x", &cfg, WeightForm::Release).is_err());
+}
