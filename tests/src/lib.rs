@@ -18,11 +18,7 @@ pub fn workspace_root() -> PathBuf {
 /// fixtures root that has an `expected.safetensors`.
 pub fn fixture_folders() -> Vec<PathBuf> {
     if let Ok(list) = std::env::var(emesh_common::names::ENV_FIXTURES) {
-        return list
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        return list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
     }
     let root = fixtures_dir();
     let mut out: Vec<PathBuf> = std::fs::read_dir(&root)

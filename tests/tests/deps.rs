@@ -11,54 +11,27 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("emesh-model", &["emesh-common", "emesh-compute"][..]),
         ("emesh-chat", &[][..]),
         ("emesh-placement", &["emesh-common"][..]),
-        (
-            "emesh-cli",
-            &[
-                "emesh-common",
-                "emesh-compute",
-                "emesh-model",
-                "emesh-chat",
-                "emesh-placement",
-            ][..],
-        ),
-        (
-            "emesh-tests",
-            &["emesh-common", "emesh-compute", "emesh-model"][..],
-        ),
-        (
-            "emesh-benches",
-            &["emesh-common", "emesh-compute", "emesh-model"][..],
-        ),
+        ("emesh-cli", &["emesh-common", "emesh-compute", "emesh-model", "emesh-chat", "emesh-placement"][..]),
+        ("emesh-tests", &["emesh-common", "emesh-compute", "emesh-model"][..]),
+        ("emesh-benches", &["emesh-common", "emesh-compute", "emesh-model"][..]),
     ])
 }
 
 #[test]
 fn dependencies_point_one_way() {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .current_dir(emesh_tests::workspace_root())
         .output()
         .expect("run cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let allowed = allowed();
     let mut seen = BTreeSet::new();
     for pkg in v["packages"].as_array().unwrap() {
         let name = pkg["name"].as_str().unwrap();
         seen.insert(name.to_string());
-        let ok = allowed
-            .get(name)
-            .unwrap_or_else(|| panic!("crate {name} is not in the dependency map of this test"));
+        let ok = allowed.get(name).unwrap_or_else(|| panic!("crate {name} is not in the dependency map of this test"));
         for dep in pkg["dependencies"].as_array().unwrap() {
             let d = dep["name"].as_str().unwrap();
             if d.starts_with("emesh-") {
@@ -67,9 +40,6 @@ fn dependencies_point_one_way() {
         }
     }
     for name in allowed.keys() {
-        assert!(
-            seen.contains(*name),
-            "crate {name} listed here is missing from the workspace"
-        );
+        assert!(seen.contains(*name), "crate {name} listed here is missing from the workspace");
     }
 }

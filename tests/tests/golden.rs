@@ -6,11 +6,7 @@ use emesh_model::verify::{fixture_pairs, verify_dir, LOGIT_TOLERANCE};
 #[test]
 fn every_fixture_folder_passes() {
     let folders = emesh_tests::fixture_folders();
-    assert!(
-        !folders.is_empty(),
-        "no fixture folder found under {}",
-        emesh_tests::fixtures_dir().display()
-    );
+    assert!(!folders.is_empty(), "no fixture folder found under {}", emesh_tests::fixtures_dir().display());
     for dir in folders {
         assert!(
             !fixture_pairs(&dir).is_empty(),
@@ -20,12 +16,7 @@ fn every_fixture_folder_passes() {
         let report = verify_dir(&dir, None).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         println!("{}", serde_json::to_string(&report).unwrap());
         for c in &report.checkpoints {
-            assert!(
-                c.prompts > 0,
-                "{}: {} has no prompts",
-                dir.display(),
-                c.weights
-            );
+            assert!(c.prompts > 0, "{}: {} has no prompts", dir.display(), c.weights);
             assert!(
                 c.prefill_max_abs_diff <= LOGIT_TOLERANCE,
                 "{}: {} prefill diff {}",
@@ -47,26 +38,9 @@ fn every_fixture_folder_passes() {
                 c.weights,
                 c.batch_max_abs_diff
             );
-            assert!(
-                c.greedy_tokens_match,
-                "{}: {} greedy tokens differ",
-                dir.display(),
-                c.weights
-            );
-            assert_ne!(
-                c.router_ids_match,
-                Some(false),
-                "{}: {} router ids differ",
-                dir.display(),
-                c.weights
-            );
-            assert_ne!(
-                c.indexer_ids_match,
-                Some(false),
-                "{}: {} indexer ids differ",
-                dir.display(),
-                c.weights
-            );
+            assert!(c.greedy_tokens_match, "{}: {} greedy tokens differ", dir.display(), c.weights);
+            assert_ne!(c.router_ids_match, Some(false), "{}: {} router ids differ", dir.display(), c.weights);
+            assert_ne!(c.indexer_ids_match, Some(false), "{}: {} indexer ids differ", dir.display(), c.weights);
         }
         assert!(report.pass);
     }

@@ -61,18 +61,14 @@ const EFFORT_ABSOLUTE: &str = "Reasoning Effort: Absolute maximum with no shortc
 const EFFORT_BEYOND: &str = "Reasoning Effort: Beyond maximum \u{2014} exhaustive, relentless, and uncompromising.\nYou MUST reason with the utmost depth and rigor, leaving absolutely nothing to chance: exhaustively decompose the problem into its most fundamental components, trace every causal chain to its root, and resolve the underlying cause rather than any surface symptom.\nDo not stop reasoning until you have independently verified the solution from multiple angles and are certain that no assumption remains unchecked and no error remains undiscovered.\n\n";
 
 /// The text put before the system prompt for an effort level; errors where the revision rejects it.
-pub fn effort_prefix(
-    profile: EffortProfile,
-    effort: Option<ReasoningEffort>,
-) -> Result<&'static str, ChatError> {
+pub fn effort_prefix(profile: EffortProfile, effort: Option<ReasoningEffort>) -> Result<&'static str, ChatError> {
     use ReasoningEffort::*;
     match (profile, effort) {
         (EffortProfile::Preview, None | Some(High)) => Ok(""),
         (EffortProfile::Preview, Some(Max)) => Ok(EFFORT_ABSOLUTE),
-        (EffortProfile::Preview, Some(Low)) => Err(ChatError::invalid(
-            "reasoning_effort",
-            "the preview encoder accepts only null, \"high\" or \"max\"",
-        )),
+        (EffortProfile::Preview, Some(Low)) => {
+            Err(ChatError::invalid("reasoning_effort", "the preview encoder accepts only null, \"high\" or \"max\""))
+        }
         (EffortProfile::V0731, None | Some(Low)) => Ok(""),
         (EffortProfile::V0731, Some(High)) => Ok(EFFORT_ABSOLUTE),
         (EffortProfile::V0731, Some(Max)) => Ok(EFFORT_BEYOND),
@@ -124,10 +120,7 @@ fn merge_tool_messages<'a>(messages: &'a [Message], list: &str) -> Vec<Turn<'a>>
     let mut turns: Vec<Turn<'a>> = Vec::with_capacity(messages.len());
     for (i, msg) in messages.iter().enumerate() {
         let block = match msg.role {
-            Role::Tool => Block::ToolResult {
-                id: msg.tool_call_id.clone().unwrap_or_default(),
-                content: msg.text(),
-            },
+            Role::Tool => Block::ToolResult { id: msg.tool_call_id.clone().unwrap_or_default(), content: msg.text() },
             Role::User => Block::Text(msg.text()),
             _ => {
                 turns.push(Turn {
@@ -151,11 +144,7 @@ fn merge_tool_messages<'a>(messages: &'a [Message], list: &str) -> Vec<Turn<'a>>
                 role: Role::User,
                 msg,
                 blocks: vec![block],
-                task: if msg.role == Role::User {
-                    msg.task
-                } else {
-                    None
-                },
+                task: if msg.role == Role::User { msg.task } else { None },
                 keep_reasoning: true,
                 origin: format!("{list}[{i}]"),
             }),
@@ -179,17 +168,13 @@ fn sort_tool_results(turns: &mut [Turn<'_>]) {
                 }
             }
         } else if turn.role == Role::User && !order.is_empty() {
-            let slots: Vec<usize> = (0..turn.blocks.len())
-                .filter(|&i| matches!(turn.blocks[i], Block::ToolResult { .. }))
-                .collect();
+            let slots: Vec<usize> =
+                (0..turn.blocks.len()).filter(|&i| matches!(turn.blocks[i], Block::ToolResult { .. })).collect();
             if slots.len() < 2 {
                 continue;
             }
             let rank = |b: &Block| match b {
-                Block::ToolResult { id, .. } => order
-                    .iter()
-                    .find(|(k, _)| *k == id.as_str())
-                    .map_or(0, |(_, v)| *v),
+                Block::ToolResult { id, .. } => order.iter().find(|(k, _)| *k == id.as_str()).map_or(0, |(_, v)| *v),
                 Block::Text(_) => 0,
             };
             let mut results: Vec<Block> = Vec::with_capacity(slots.len());
@@ -206,9 +191,7 @@ fn sort_tool_results(turns: &mut [Turn<'_>]) {
 }
 
 fn last_user_index(turns: &[Turn<'_>]) -> Option<usize> {
-    turns
-        .iter()
-        .rposition(|t| matches!(t.role, Role::User | Role::Developer))
+    turns.iter().rposition(|t| matches!(t.role, Role::User | Role::Developer))
 }
 
 /// Encodes `messages` into the prompt string, byte-for-byte as the reference encoder does.
@@ -219,9 +202,7 @@ pub fn encode_messages(messages: &[Message], opts: &EncodeOptions) -> Result<Str
     turns.extend(merge_tool_messages(messages, "messages"));
     sort_tool_results(&mut turns);
 
-    let has_tools = turns
-        .iter()
-        .any(|t| !t.msg.tools.is_empty() && t.role != Role::User);
+    let has_tools = turns.iter().any(|t| !t.msg.tools.is_empty() && t.role != Role::User);
     let drop = opts.drop_thinking && !has_tools;
     let thinking = opts.thinking_mode == ThinkingMode::Thinking;
 
@@ -337,10 +318,7 @@ fn render_turn(
         }
     }
 
-    if turns
-        .get(i + 1)
-        .is_some_and(|next| !matches!(next.role, Role::Assistant | Role::LatestReminder))
-    {
+    if turns.get(i + 1).is_some_and(|next| !matches!(next.role, Role::Assistant | Role::LatestReminder)) {
         return Ok(());
     }
     match turn.task {
@@ -437,12 +415,7 @@ fn render_tool_call(call: &ToolCallSpec, path: &str, out: &mut String) -> Result
     out.push_str("invoke name=\"");
     out.push_str(&call.name);
     out.push_str("\">\n");
-    let not_object = || {
-        ChatError::invalid(
-            format!("{path}.function.arguments"),
-            "expected a JSON object",
-        )
-    };
+    let not_object = || ChatError::invalid(format!("{path}.function.arguments"), "expected a JSON object");
     let mut first = true;
     let mut sep = |out: &mut String| {
         if !std::mem::take(&mut first) {

@@ -14,20 +14,14 @@ pub enum ChatError {
     #[error("malformed completion: {0}")]
     Malformed(String),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 }
 
 impl ChatError {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ChatError::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        ChatError::Invalid { field: field.into(), reason: reason.into() }
     }
 
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {

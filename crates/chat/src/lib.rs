@@ -16,18 +16,10 @@ mod stream;
 mod tokenizer;
 pub mod tokens;
 
-pub use encode::{
-    effort_prefix, encode_messages, EffortProfile, EncodeOptions, ReasoningEffort, ThinkingMode,
-};
+pub use encode::{effort_prefix, encode_messages, EffortProfile, EncodeOptions, ReasoningEffort, ThinkingMode};
 pub use error::ChatError;
-pub use message::{
-    parse_tools, Arguments, Content, ContentPart, Message, Role, Task, ToolCallSpec,
-};
-pub use parse::{
-    new_call_id, parse_completion, parse_completion_lenient, FunctionCall, ParsedMessage, ToolCall,
-};
-pub use request::{
-    render_chat_request, render_chat_request_with, request_to_encoder, RenderConfig,
-};
+pub use message::{parse_tools, Arguments, Content, ContentPart, Message, Role, Task, ToolCallSpec};
+pub use parse::{new_call_id, parse_completion, parse_completion_lenient, FunctionCall, ParsedMessage, ToolCall};
+pub use request::{render_chat_request, render_chat_request_with, request_to_encoder, RenderConfig};
 pub use stream::{StreamDelta, StreamParser};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -158,18 +158,12 @@ impl Message {
     }
 
     pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Message {
-        Message {
-            tool_call_id: Some(tool_call_id.into()),
-            ..Message::new(Role::Tool, content)
-        }
+        Message { tool_call_id: Some(tool_call_id.into()), ..Message::new(Role::Tool, content) }
     }
 
     /// Text content, `""` when absent.
     pub fn text(&self) -> String {
-        self.content
-            .as_ref()
-            .map(Content::render)
-            .unwrap_or_default()
+        self.content.as_ref().map(Content::render).unwrap_or_default()
     }
 
     /// Reads one OpenAI-style message; `path` (e.g. `messages[3]`) prefixes every error.
@@ -177,37 +171,23 @@ impl Message {
     /// Accepts the encoder's own extensions (`tools`, `response_format`, `task`, `wo_eos`, the
     /// `latest_reminder` role) and `reasoning` as an alias of `reasoning_content`.
     pub fn from_json(v: &Value, path: &str) -> Result<Message, ChatError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| ChatError::invalid(path, "expected a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| ChatError::invalid(path, "expected a JSON object"))?;
         let role_path = format!("{path}.role");
-        let role_name = opt_str(obj, "role", &role_path)?
-            .ok_or_else(|| ChatError::invalid(&role_path, "missing"))?;
+        let role_name = opt_str(obj, "role", &role_path)?.ok_or_else(|| ChatError::invalid(&role_path, "missing"))?;
         let role = Role::parse(role_name).ok_or_else(|| {
-            ChatError::invalid(
-                &role_path,
-                format!("unknown role {}", crate::pyjson::quote(role_name)),
-            )
+            ChatError::invalid(&role_path, format!("unknown role {}", crate::pyjson::quote(role_name)))
         })?;
-        let content = parse_content(
-            obj.get("content"),
-            &format!("{path}.content"),
-            role == Role::Tool,
-        )?;
-        let reasoning_content = match opt_str(
-            obj,
-            "reasoning_content",
-            &format!("{path}.reasoning_content"),
-        )? {
+        let content = parse_content(obj.get("content"), &format!("{path}.content"), role == Role::Tool)?;
+        let reasoning_content = match opt_str(obj, "reasoning_content", &format!("{path}.reasoning_content"))? {
             Some(r) => Some(r.to_string()),
             None => opt_str(obj, "reasoning", &format!("{path}.reasoning"))?.map(str::to_string),
         };
         let tool_calls = match non_null(obj, "tool_calls") {
             None => Vec::new(),
             Some(v) => {
-                let items = v.as_array().ok_or_else(|| {
-                    ChatError::invalid(format!("{path}.tool_calls"), "expected an array")
-                })?;
+                let items = v
+                    .as_array()
+                    .ok_or_else(|| ChatError::invalid(format!("{path}.tool_calls"), "expected an array"))?;
                 items
                     .iter()
                     .enumerate()
@@ -215,8 +195,7 @@ impl Message {
                     .collect::<Result<_, _>>()?
             }
         };
-        let tool_call_id =
-            opt_str(obj, "tool_call_id", &format!("{path}.tool_call_id"))?.map(str::to_string);
+        let tool_call_id = opt_str(obj, "tool_call_id", &format!("{path}.tool_call_id"))?.map(str::to_string);
         let tools = match non_null(obj, "tools") {
             None => Vec::new(),
             Some(v) => parse_tools(v, &format!("{path}.tools"))?,
@@ -224,17 +203,12 @@ impl Message {
         let task = match opt_str(obj, "task", &format!("{path}.task"))? {
             None => None,
             Some(t) => Some(Task::parse(t).ok_or_else(|| {
-                ChatError::invalid(
-                    format!("{path}.task"),
-                    format!("unknown task {}", crate::pyjson::quote(t)),
-                )
+                ChatError::invalid(format!("{path}.task"), format!("unknown task {}", crate::pyjson::quote(t)))
             })?),
         };
         let wo_eos = match non_null(obj, "wo_eos") {
             None => false,
-            Some(v) => v.as_bool().ok_or_else(|| {
-                ChatError::invalid(format!("{path}.wo_eos"), "expected a boolean")
-            })?,
+            Some(v) => v.as_bool().ok_or_else(|| ChatError::invalid(format!("{path}.wo_eos"), "expected a boolean"))?,
         };
         Ok(Message {
             role,
@@ -254,11 +228,7 @@ fn non_null<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-fn opt_str<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<&'a str>, ChatError> {
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, ChatError> {
     match non_null(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -266,28 +236,17 @@ fn opt_str<'a>(
     }
 }
 
-fn parse_content(
-    v: Option<&Value>,
-    path: &str,
-    allow_non_text: bool,
-) -> Result<Option<Content>, ChatError> {
+fn parse_content(v: Option<&Value>, path: &str, allow_non_text: bool) -> Result<Option<Content>, ChatError> {
     let items = match v {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => return Ok(Some(Content::Text(s.clone()))),
         Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(ChatError::invalid(
-                path,
-                "expected a string, an array of parts or null",
-            ))
-        }
+        Some(_) => return Err(ChatError::invalid(path, "expected a string, an array of parts or null")),
     };
     let mut parts = Vec::with_capacity(items.len());
     for (i, part) in items.iter().enumerate() {
         let part_path = format!("{path}[{i}]");
-        let obj = part
-            .as_object()
-            .ok_or_else(|| ChatError::invalid(&part_path, "expected a JSON object"))?;
+        let obj = part.as_object().ok_or_else(|| ChatError::invalid(&part_path, "expected a JSON object"))?;
         let kind = opt_str(obj, "type", &format!("{part_path}.type"))?
             .ok_or_else(|| ChatError::invalid(format!("{part_path}.type"), "missing"))?;
         if kind == "text" {
@@ -306,9 +265,7 @@ fn parse_content(
 }
 
 fn parse_tool_call(v: &Value, path: &str) -> Result<ToolCallSpec, ChatError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ChatError::invalid(path, "expected a JSON object"))?;
+    let obj = v.as_object().ok_or_else(|| ChatError::invalid(path, "expected a JSON object"))?;
     let id = opt_str(obj, "id", &format!("{path}.id"))?.map(str::to_string);
     let fpath = format!("{path}.function");
     let function = non_null(obj, "function")
@@ -322,26 +279,18 @@ fn parse_tool_call(v: &Value, path: &str) -> Result<ToolCallSpec, ChatError> {
         Some(Value::String(s)) => Arguments::Text(s.clone()),
         Some(other) => Arguments::Json(other.clone()),
     };
-    Ok(ToolCallSpec {
-        id,
-        name: name.to_string(),
-        arguments,
-    })
+    Ok(ToolCallSpec { id, name: name.to_string(), arguments })
 }
 
 /// OpenAI tool definitions (`[{"type":"function","function":{...}}]`) → the inner function objects.
 pub fn parse_tools(v: &Value, path: &str) -> Result<Vec<Value>, ChatError> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| ChatError::invalid(path, "expected an array"))?;
+    let items = v.as_array().ok_or_else(|| ChatError::invalid(path, "expected an array"))?;
     items
         .iter()
         .enumerate()
         .map(|(i, tool)| {
             let tpath = format!("{path}[{i}]");
-            let obj = tool
-                .as_object()
-                .ok_or_else(|| ChatError::invalid(&tpath, "expected a JSON object"))?;
+            let obj = tool.as_object().ok_or_else(|| ChatError::invalid(&tpath, "expected a JSON object"))?;
             match opt_str(obj, "type", &format!("{tpath}.type"))? {
                 None | Some("function") => {}
                 Some(other) => {
@@ -351,16 +300,13 @@ pub fn parse_tools(v: &Value, path: &str) -> Result<Vec<Value>, ChatError> {
                     ))
                 }
             }
-            let function = non_null(obj, "function")
-                .ok_or_else(|| ChatError::invalid(format!("{tpath}.function"), "missing"))?;
-            let fobj = function.as_object().ok_or_else(|| {
-                ChatError::invalid(format!("{tpath}.function"), "expected a JSON object")
-            })?;
+            let function =
+                non_null(obj, "function").ok_or_else(|| ChatError::invalid(format!("{tpath}.function"), "missing"))?;
+            let fobj = function
+                .as_object()
+                .ok_or_else(|| ChatError::invalid(format!("{tpath}.function"), "expected a JSON object"))?;
             if !matches!(fobj.get("name"), Some(Value::String(_))) {
-                return Err(ChatError::invalid(
-                    format!("{tpath}.function.name"),
-                    "expected a string",
-                ));
+                return Err(ChatError::invalid(format!("{tpath}.function.name"), "expected a string"));
             }
             Ok(function.clone())
         })

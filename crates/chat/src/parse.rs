@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::encode::ThinkingMode;
 use crate::pyjson;
 use crate::tokens::{
-    EOS, FORBIDDEN_IN_TEXT, INVOKE_END, INVOKE_START, PARAM_END, PARAM_START, TAG_SEPARATOR,
-    THINK_END, TOOL_CALLS_END, TOOL_CALLS_MARKER,
+    EOS, FORBIDDEN_IN_TEXT, INVOKE_END, INVOKE_START, PARAM_END, PARAM_START, TAG_SEPARATOR, THINK_END, TOOL_CALLS_END,
+    TOOL_CALLS_MARKER,
 };
 use crate::ChatError;
 
@@ -40,10 +40,7 @@ impl ToolCall {
         ToolCall {
             id: new_call_id(),
             kind: "function".to_string(),
-            function: FunctionCall {
-                name: name.into(),
-                arguments: arguments.into(),
-            },
+            function: FunctionCall { name: name.into(), arguments: arguments.into() },
         }
     }
 }
@@ -89,16 +86,8 @@ pub fn new_call_id() -> String {
 }
 
 /// Finds the earliest of `stops` at or after `from`: `(end of the stop, text before it, which stop)`.
-pub(crate) fn read_until<'a>(
-    text: &'a str,
-    from: usize,
-    stops: &[&str],
-) -> (usize, &'a str, Option<usize>) {
-    let best = stops
-        .iter()
-        .enumerate()
-        .filter_map(|(k, s)| text[from..].find(s).map(|p| (from + p, k)))
-        .min();
+pub(crate) fn read_until<'a>(text: &'a str, from: usize, stops: &[&str]) -> (usize, &'a str, Option<usize>) {
+    let best = stops.iter().enumerate().filter_map(|(k, s)| text[from..].find(s).map(|p| (from + p, k))).min();
     match best {
         Some((pos, k)) => (pos + stops[k].len(), &text[from..pos], Some(k)),
         None => (text.len(), &text[from..], None),
@@ -111,27 +100,19 @@ fn is_py_space(c: char) -> bool {
 
 /// The invoke header `name="NAME">\n` (optionally one more `\n`), after optional whitespace.
 pub(crate) fn parse_invoke_name(head: &str) -> Option<&str> {
-    let rest = head
-        .trim_start_matches(is_py_space)
-        .strip_prefix("name=\"")?;
-    rest.strip_suffix("\">\n\n")
-        .or_else(|| rest.strip_suffix("\">\n"))
+    let rest = head.trim_start_matches(is_py_space).strip_prefix("name=\"")?;
+    rest.strip_suffix("\">\n\n").or_else(|| rest.strip_suffix("\">\n"))
 }
 
 /// A parameter body ` name="K" string="true|false">V<` → `(K, is_string, V)`.
 pub(crate) fn parse_param(body: &str) -> Option<(&str, bool, &str)> {
     let rest = body.strip_prefix(" name=\"")?;
-    let (pos, is_str, flag_len) = [
-        ("\" string=\"true\">", true),
-        ("\" string=\"false\">", false),
-    ]
-    .iter()
-    .filter_map(|(flag, is_str)| rest.find(flag).map(|p| (p, *is_str, flag.len())))
-    .min_by_key(|(p, _, _)| *p)?;
+    let (pos, is_str, flag_len) = [("\" string=\"true\">", true), ("\" string=\"false\">", false)]
+        .iter()
+        .filter_map(|(flag, is_str)| rest.find(flag).map(|p| (p, *is_str, flag.len())))
+        .min_by_key(|(p, _, _)| *p)?;
     let value = &rest[pos + flag_len..];
-    let value = value
-        .strip_suffix("<\n")
-        .or_else(|| value.strip_suffix('<'))?;
+    let value = value.strip_suffix("<\n").or_else(|| value.strip_suffix('<'))?;
     Some((&rest[..pos], is_str, value))
 }
 
@@ -182,9 +163,7 @@ pub fn parse_completion(text: &str, mode: ThinkingMode) -> Result<ParsedMessage,
     }
     for token in FORBIDDEN_IN_TEXT {
         if msg.content.contains(token) || msg.reasoning_content.contains(token) {
-            return Err(ChatError::malformed(format!(
-                "unexpected special token {token:?} in content"
-            )));
+            return Err(ChatError::malformed(format!("unexpected special token {token:?} in content")));
         }
     }
     Ok(msg)
@@ -194,17 +173,11 @@ fn expect_separator(between: &str, what: &str) -> Result<(), ChatError> {
     if between == TAG_SEPARATOR {
         Ok(())
     } else {
-        Err(ChatError::malformed(format!(
-            "expected \">\\n\" {what}, found {between:?}"
-        )))
+        Err(ChatError::malformed(format!("expected \">\\n\" {what}, found {between:?}")))
     }
 }
 
-fn parse_tool_calls(
-    text: &str,
-    mut pos: usize,
-    calls: &mut Vec<ToolCall>,
-) -> Result<usize, ChatError> {
+fn parse_tool_calls(text: &str, mut pos: usize, calls: &mut Vec<ToolCall>) -> Result<usize, ChatError> {
     loop {
         let (next, between, stop) = read_until(text, pos, &[INVOKE_START, TOOL_CALLS_END]);
         expect_separator(between, "before an invoke")?;
@@ -219,8 +192,7 @@ fn parse_tool_calls(
         if stop.is_none() {
             return Err(ChatError::malformed("unterminated invoke"));
         }
-        let name =
-            parse_invoke_name(head).ok_or_else(|| ChatError::malformed("bad invoke name"))?;
+        let name = parse_invoke_name(head).ok_or_else(|| ChatError::malformed("bad invoke name"))?;
         let mut names: Vec<&str> = Vec::new();
         let mut members: Vec<String> = Vec::new();
         while stop == Some(0) {
@@ -229,12 +201,9 @@ fn parse_tool_calls(
             if end.is_none() {
                 return Err(ChatError::malformed("unterminated parameter"));
             }
-            let (key, is_str, value) =
-                parse_param(body).ok_or_else(|| ChatError::malformed("bad parameter"))?;
+            let (key, is_str, value) = parse_param(body).ok_or_else(|| ChatError::malformed("bad parameter"))?;
             if names.contains(&key) {
-                return Err(ChatError::malformed(format!(
-                    "duplicate parameter name {key:?}"
-                )));
+                return Err(ChatError::malformed(format!("duplicate parameter name {key:?}")));
             }
             names.push(key);
             members.push(argument_member(key, is_str, value));

@@ -24,11 +24,7 @@ pub(crate) enum PyValue {
 
 /// Parses JSON text with `json.loads` rules; `None` where Python would raise.
 pub(crate) fn loads(text: &str) -> Option<PyValue> {
-    let mut p = Reader {
-        s: text.as_bytes(),
-        i: 0,
-        depth: 0,
-    };
+    let mut p = Reader { s: text.as_bytes(), i: 0, depth: 0 };
     p.ws();
     let v = p.value()?;
     p.ws();
@@ -182,11 +178,7 @@ impl Reader<'_> {
         }
         let digits = std::str::from_utf8(&self.s[int_start..int_end]).ok()?;
         let negative = start != int_start && digits != "0";
-        Some(PyValue::Int(if negative {
-            format!("-{digits}")
-        } else {
-            digits.to_string()
-        }))
+        Some(PyValue::Int(if negative { format!("-{digits}") } else { digits.to_string() }))
     }
 
     fn hex4(&mut self) -> Option<u32> {
@@ -433,31 +425,12 @@ mod tests {
 
     #[test]
     fn loads_matches_python() {
-        assert_eq!(
-            roundtrip(r#"{"a":1,"b":[1.0,-0,2.50,1E21]}"#),
-            r#"{"a": 1, "b": [1.0, 0, 2.5, 1e+21]}"#
-        );
-        assert_eq!(
-            roundtrip("12345678901234567890123"),
-            "12345678901234567890123"
-        );
+        assert_eq!(roundtrip(r#"{"a":1,"b":[1.0,-0,2.50,1E21]}"#), r#"{"a": 1, "b": [1.0, 0, 2.5, 1e+21]}"#);
+        assert_eq!(roundtrip("12345678901234567890123"), "12345678901234567890123");
         assert_eq!(roundtrip(r#"{"a":1,"b":2,"a":3}"#), r#"{"a": 3, "b": 2}"#);
-        assert_eq!(
-            roundtrip(r#""\ud83d\ude00 \u00e9 \u0007 /""#),
-            "\"😀 é \\u0007 /\""
-        );
+        assert_eq!(roundtrip(r#""\ud83d\ude00 \u00e9 \u0007 /""#), "\"😀 é \\u0007 /\"");
         assert_eq!(roundtrip(" [NaN, -Infinity] "), "[NaN, -Infinity]");
-        for bad in [
-            "",
-            "01",
-            "[1,]",
-            "{\"a\" 1}",
-            "\"a\tb\"",
-            "1.",
-            "tru",
-            "[1] x",
-            "{'a': 1}",
-        ] {
+        for bad in ["", "01", "[1,]", "{\"a\" 1}", "\"a\tb\"", "1.", "tru", "[1] x", "{'a': 1}"] {
             assert!(loads(bad).is_none(), "{bad:?}");
         }
     }

@@ -33,10 +33,7 @@ pub struct RenderConfig {
 
 impl Default for RenderConfig {
     fn default() -> Self {
-        RenderConfig {
-            effort_profile: EffortProfile::Preview,
-            default_thinking: true,
-        }
+        RenderConfig { effort_profile: EffortProfile::Preview, default_thinking: true }
     }
 }
 
@@ -51,22 +48,12 @@ pub fn render_chat_request_with(req: &Value, config: &RenderConfig) -> Result<St
 }
 
 /// The encoder input a request maps to (also useful to inspect the resolved options).
-pub fn request_to_encoder(
-    req: &Value,
-    config: &RenderConfig,
-) -> Result<(Vec<Message>, EncodeOptions), ChatError> {
-    let req = req
-        .as_object()
-        .ok_or_else(|| ChatError::invalid("request", "expected a JSON object"))?;
+pub fn request_to_encoder(req: &Value, config: &RenderConfig) -> Result<(Vec<Message>, EncodeOptions), ChatError> {
+    let req = req.as_object().ok_or_else(|| ChatError::invalid("request", "expected a JSON object"))?;
     let kwargs = match field(req, "chat_template_kwargs") {
         None => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
-            return Err(ChatError::invalid(
-                "chat_template_kwargs",
-                "expected a JSON object",
-            ))
-        }
+        Some(_) => return Err(ChatError::invalid("chat_template_kwargs", "expected a JSON object")),
     };
     let kw = |key: &str| field(&kwargs, key);
     let kw_path = |key: &str| format!("chat_template_kwargs.{key}");
@@ -81,17 +68,11 @@ pub fn request_to_encoder(
     let effort_profile = match kw("reasoning_effort_profile").or_else(|| kw("encoding_variant")) {
         None => config.effort_profile,
         Some(v) => {
-            let key = if kw("reasoning_effort_profile").is_some() {
-                "reasoning_effort_profile"
-            } else {
-                "encoding_variant"
-            };
-            let s = v
-                .as_str()
-                .ok_or_else(|| ChatError::invalid(kw_path(key), "expected a string"))?;
-            EffortProfile::parse(s).ok_or_else(|| {
-                ChatError::invalid(kw_path(key), format!("unknown value {}", quote(s)))
-            })?
+            let key =
+                if kw("reasoning_effort_profile").is_some() { "reasoning_effort_profile" } else { "encoding_variant" };
+            let s = v.as_str().ok_or_else(|| ChatError::invalid(kw_path(key), "expected a string"))?;
+            EffortProfile::parse(s)
+                .ok_or_else(|| ChatError::invalid(kw_path(key), format!("unknown value {}", quote(s))))?
         }
     };
 
@@ -105,12 +86,7 @@ pub fn request_to_encoder(
         match v.as_str() {
             Some("thinking") => true,
             Some("chat") => false,
-            _ => {
-                return Err(ChatError::invalid(
-                    kw_path("thinking_mode"),
-                    "expected \"chat\" or \"thinking\"",
-                ))
-            }
+            _ => return Err(ChatError::invalid(kw_path("thinking_mode"), "expected \"chat\" or \"thinking\"")),
         }
     } else if let Some(b) = bool_field(&kwargs, "thinking", "chat_template_kwargs.")? {
         b
@@ -128,17 +104,9 @@ pub fn request_to_encoder(
         match kw("reasoning_effort") {
             None => None,
             Some(Value::String(s)) => Some(ReasoningEffort::parse(s).ok_or_else(|| {
-                ChatError::invalid(
-                    kw_path("reasoning_effort"),
-                    format!("unknown value {}", quote(s)),
-                )
+                ChatError::invalid(kw_path("reasoning_effort"), format!("unknown value {}", quote(s)))
             })?),
-            Some(_) => {
-                return Err(ChatError::invalid(
-                    kw_path("reasoning_effort"),
-                    "expected a string",
-                ))
-            }
+            Some(_) => return Err(ChatError::invalid(kw_path("reasoning_effort"), "expected a string")),
         }
     } else {
         match top_effort.map(normalize_effort) {
@@ -156,8 +124,7 @@ pub fn request_to_encoder(
             },
         }
     };
-    if let (EffortProfile::Preview, Some(ReasoningEffort::Low)) = (effort_profile, reasoning_effort)
-    {
+    if let (EffortProfile::Preview, Some(ReasoningEffort::Low)) = (effort_profile, reasoning_effort) {
         return Err(ChatError::invalid(
             kw_path("reasoning_effort"),
             "the preview encoder accepts only null, \"high\" or \"max\"",
@@ -169,21 +136,11 @@ pub fn request_to_encoder(
         Some(v) => message_list(Some(v), &kw_path("context"))?,
     };
     let options = EncodeOptions {
-        thinking_mode: if thinking {
-            ThinkingMode::Thinking
-        } else {
-            ThinkingMode::Chat
-        },
+        thinking_mode: if thinking { ThinkingMode::Thinking } else { ThinkingMode::Chat },
         reasoning_effort,
         effort_profile,
-        drop_thinking: bool_field(&kwargs, "drop_thinking", "chat_template_kwargs.")?
-            .unwrap_or(true),
-        add_default_bos_token: bool_field(
-            &kwargs,
-            "add_default_bos_token",
-            "chat_template_kwargs.",
-        )?
-        .unwrap_or(true),
+        drop_thinking: bool_field(&kwargs, "drop_thinking", "chat_template_kwargs.")?.unwrap_or(true),
+        add_default_bos_token: bool_field(&kwargs, "add_default_bos_token", "chat_template_kwargs.")?.unwrap_or(true),
         context,
     };
     Ok((messages, options))
@@ -204,18 +161,11 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-fn bool_field(
-    obj: &Map<String, Value>,
-    key: &str,
-    prefix: &str,
-) -> Result<Option<bool>, ChatError> {
+fn bool_field(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<bool>, ChatError> {
     match field(obj, key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ChatError::invalid(
-            format!("{prefix}{key}"),
-            "expected a boolean",
-        )),
+        Some(_) => Err(ChatError::invalid(format!("{prefix}{key}"), "expected a boolean")),
     }
 }
 
@@ -227,10 +177,7 @@ fn thinking_switch(v: &Value) -> Result<bool, ChatError> {
     match v.get("type").and_then(Value::as_str) {
         Some("enabled") => Ok(true),
         Some("disabled") => Ok(false),
-        _ => Err(ChatError::invalid(
-            "thinking.type",
-            "expected \"enabled\" or \"disabled\"",
-        )),
+        _ => Err(ChatError::invalid("thinking.type", "expected \"enabled\" or \"disabled\"")),
     }
 }
 
@@ -240,11 +187,7 @@ fn message_list(v: Option<&Value>, path: &str) -> Result<Vec<Message>, ChatError
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ChatError::invalid(path, "expected an array")),
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Message::from_json(m, &format!("{path}[{i}]")))
-        .collect()
+    items.iter().enumerate().map(|(i, m)| Message::from_json(m, &format!("{path}[{i}]"))).collect()
 }
 
 fn attach_tools(req: &Map<String, Value>, messages: &mut Vec<Message>) -> Result<(), ChatError> {
@@ -257,35 +200,20 @@ fn attach_tools(req: &Map<String, Value>, messages: &mut Vec<Message>) -> Result
         Some(Value::String(s)) => match s.as_str() {
             "none" => tools.clear(),
             "auto" | "required" => {}
-            other => {
-                return Err(ChatError::invalid(
-                    "tool_choice",
-                    format!("unknown value {}", quote(other)),
-                ))
-            }
+            other => return Err(ChatError::invalid("tool_choice", format!("unknown value {}", quote(other)))),
         },
         Some(Value::Object(choice)) => {
             let name = choice
                 .get("function")
                 .and_then(|f| f.get("name"))
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ChatError::invalid("tool_choice.function.name", "expected a string")
-                })?;
+                .ok_or_else(|| ChatError::invalid("tool_choice.function.name", "expected a string"))?;
             tools.retain(|t| t.get("name").and_then(Value::as_str) == Some(name));
             if tools.is_empty() {
-                return Err(ChatError::invalid(
-                    "tool_choice.function.name",
-                    format!("no tool named {}", quote(name)),
-                ));
+                return Err(ChatError::invalid("tool_choice.function.name", format!("no tool named {}", quote(name))));
             }
         }
-        Some(_) => {
-            return Err(ChatError::invalid(
-                "tool_choice",
-                "expected a string or an object",
-            ))
-        }
+        Some(_) => return Err(ChatError::invalid("tool_choice", "expected a string or an object")),
     }
     if tools.is_empty() {
         return Ok(());

@@ -16,12 +16,9 @@
 use serde::Serialize;
 
 use crate::encode::ThinkingMode;
-use crate::parse::{
-    argument_member, new_call_id, parse_invoke_name, parse_param, ParsedMessage, ToolCall,
-};
+use crate::parse::{argument_member, new_call_id, parse_invoke_name, parse_param, ParsedMessage, ToolCall};
 use crate::tokens::{
-    EOS, INVOKE_END, INVOKE_START, PARAM_END, PARAM_START, TAG_SEPARATOR, THINK_END,
-    TOOL_CALLS_END, TOOL_CALLS_MARKER,
+    EOS, INVOKE_END, INVOKE_START, PARAM_END, PARAM_START, TAG_SEPARATOR, THINK_END, TOOL_CALLS_END, TOOL_CALLS_MARKER,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,15 +26,8 @@ use crate::tokens::{
 pub enum StreamDelta {
     Reasoning(String),
     Content(String),
-    ToolCallStart {
-        index: usize,
-        id: String,
-        name: String,
-    },
-    ToolCallArguments {
-        index: usize,
-        arguments: String,
-    },
+    ToolCallStart { index: usize, id: String, name: String },
+    ToolCallArguments { index: usize, arguments: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,26 +136,15 @@ impl StreamParser {
             (Some(StreamDelta::Reasoning(a)), StreamDelta::Reasoning(b))
             | (Some(StreamDelta::Content(a)), StreamDelta::Content(b)) => a.push_str(&b),
             (
-                Some(StreamDelta::ToolCallArguments {
-                    index: i,
-                    arguments: a,
-                }),
-                StreamDelta::ToolCallArguments {
-                    index: j,
-                    arguments: b,
-                },
+                Some(StreamDelta::ToolCallArguments { index: i, arguments: a }),
+                StreamDelta::ToolCallArguments { index: j, arguments: b },
             ) if *i == j => a.push_str(&b),
             (_, delta) => self.out.push(delta),
         }
     }
 
     /// Streams free text up to the earliest of `stops`; returns which stop ended it, if any did.
-    fn stream_text(
-        &mut self,
-        stops: &[&str],
-        eof: bool,
-        as_reasoning: bool,
-    ) -> Option<Option<usize>> {
+    fn stream_text(&mut self, stops: &[&str], eof: bool, as_reasoning: bool) -> Option<Option<usize>> {
         let wrap = |s: String| {
             if as_reasoning {
                 StreamDelta::Reasoning(s)
@@ -179,11 +158,7 @@ impl StreamParser {
             self.emit(wrap(text));
             return Some(Some(k));
         }
-        let keep_from = if eof {
-            self.buf.len()
-        } else {
-            holdback_start(&self.buf, stops)
-        };
+        let keep_from = if eof { self.buf.len() } else { holdback_start(&self.buf, stops) };
         let text: String = self.buf.drain(..keep_from).collect();
         self.emit(wrap(text));
         eof.then_some(None)
@@ -206,27 +181,14 @@ impl StreamParser {
                 Some(_) => self.goto(State::Done),
                 None => false,
             },
-            State::Between => {
-                self.tag_step(&[INVOKE_START, TOOL_CALLS_END], true, eof, |_, k, _| {
-                    Some(if k == 0 {
-                        State::Head
-                    } else {
-                        State::AfterCalls
-                    })
-                })
-            }
+            State::Between => self.tag_step(&[INVOKE_START, TOOL_CALLS_END], true, eof, |_, k, _| {
+                Some(if k == 0 { State::Head } else { State::AfterCalls })
+            }),
             State::Head => self.tag_step(&[PARAM_START, INVOKE_END], false, eof, |p, k, head| {
                 let name = parse_invoke_name(head)?;
                 let index = p.message.tool_calls.len();
-                p.emit(StreamDelta::ToolCallStart {
-                    index,
-                    id: new_call_id(),
-                    name: name.to_string(),
-                });
-                p.call = Some(OpenCall {
-                    index,
-                    names: Vec::new(),
-                });
+                p.emit(StreamDelta::ToolCallStart { index, id: new_call_id(), name: name.to_string() });
+                p.call = Some(OpenCall { index, names: Vec::new() });
                 Some(p.after_member(k))
             }),
             State::ParamBody => self.tag_step(&[PARAM_END], false, eof, |p, _, body| {
@@ -244,9 +206,7 @@ impl StreamParser {
                 });
                 Some(State::ParamSep)
             }),
-            State::ParamSep => self.tag_step(&[PARAM_START, INVOKE_END], true, eof, |p, k, _| {
-                Some(p.after_member(k))
-            }),
+            State::ParamSep => self.tag_step(&[PARAM_START, INVOKE_END], true, eof, |p, k, _| Some(p.after_member(k))),
             State::AfterCalls => {
                 if let Some((pos, _)) = find_first(&self.buf, &[EOS]) {
                     self.buf.drain(..pos + EOS.len());
@@ -318,10 +278,7 @@ impl StreamParser {
     fn close_call(&mut self) {
         if let Some(call) = self.call.take() {
             let arguments = if call.names.is_empty() { "{}" } else { "}" };
-            self.emit(StreamDelta::ToolCallArguments {
-                index: call.index,
-                arguments: arguments.to_string(),
-            });
+            self.emit(StreamDelta::ToolCallArguments { index: call.index, arguments: arguments.to_string() });
         }
     }
 
@@ -345,11 +302,7 @@ impl StreamParser {
 }
 
 fn find_first(buf: &str, stops: &[&str]) -> Option<(usize, usize)> {
-    stops
-        .iter()
-        .enumerate()
-        .filter_map(|(k, s)| buf.find(s).map(|p| (p, k)))
-        .min()
+    stops.iter().enumerate().filter_map(|(k, s)| buf.find(s).map(|p| (p, k))).min()
 }
 
 /// Start of the longest suffix of `buf` that is a proper prefix of one of `stops` (else `buf.len()`).

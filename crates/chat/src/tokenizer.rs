@@ -27,22 +27,13 @@ impl Tokenizer {
 
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer, ChatError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ChatError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| ChatError::Io { path: path.to_path_buf(), source })?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| ChatError::Tokenizer(format!("{}: {e}", path.display())))?;
         let id = |t: &str| {
-            inner
-                .token_to_id(t)
-                .ok_or_else(|| ChatError::Tokenizer(format!("{}: no token {t:?}", path.display())))
+            inner.token_to_id(t).ok_or_else(|| ChatError::Tokenizer(format!("{}: no token {t:?}", path.display())))
         };
-        Ok(Tokenizer {
-            bos_id: id(BOS)?,
-            eos_id: id(EOS)?,
-            inner,
-        })
+        Ok(Tokenizer { bos_id: id(BOS)?, eos_id: id(EOS)?, inner })
     }
 
     /// Token ids of `text`; control strings in the text become their single tokens.
@@ -79,13 +70,7 @@ impl Tokenizer {
     }
 
     pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<'_> {
-        StreamDecoder {
-            tokenizer: self,
-            skip_special,
-            ids: Vec::new(),
-            prefix: 0,
-            read: 0,
-        }
+        StreamDecoder { tokenizer: self, skip_special, ids: Vec::new(), prefix: 0, read: 0 }
     }
 }
 

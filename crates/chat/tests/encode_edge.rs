@@ -1,44 +1,27 @@
 //! Encoder rules that the vectors leave implicit: cached context, result ordering, effort validation.
 
 use emesh_chat::{
-    effort_prefix, encode_messages, Arguments, EffortProfile, EncodeOptions, Message,
-    ReasoningEffort, Role, ThinkingMode, ToolCallSpec,
+    effort_prefix, encode_messages, Arguments, EffortProfile, EncodeOptions, Message, ReasoningEffort, Role,
+    ThinkingMode, ToolCallSpec,
 };
 use serde_json::json;
 
 fn assistant(reasoning: &str, content: &str) -> Message {
-    Message {
-        reasoning_content: Some(reasoning.to_string()),
-        ..Message::assistant(content)
-    }
+    Message { reasoning_content: Some(reasoning.to_string()), ..Message::assistant(content) }
 }
 
 #[test]
 fn context_delta_differs_from_a_fresh_encode_when_reasoning_is_dropped() {
     let opts = EncodeOptions::default();
-    let full = encode_messages(
-        &[
-            Message::user("u1"),
-            assistant("r1", "a1"),
-            Message::user("u2"),
-        ],
-        &opts,
-    )
-    .expect("encodes");
+    let full =
+        encode_messages(&[Message::user("u1"), assistant("r1", "a1"), Message::user("u2")], &opts).expect("encodes");
     assert_eq!(
         full,
         "<｜begin▁of▁sentence｜><｜User｜>u1<｜Assistant｜></think>a1<｜end▁of▁sentence｜><｜User｜>u2<｜Assistant｜><think>"
     );
-    let with_context = EncodeOptions {
-        context: vec![Message::user("u1")],
-        ..EncodeOptions::default()
-    };
-    let delta = encode_messages(&[assistant("r1", "a1"), Message::user("u2")], &with_context)
-        .expect("encodes");
-    assert_eq!(
-        delta,
-        "a1<｜end▁of▁sentence｜><｜User｜>u2<｜Assistant｜><think>"
-    );
+    let with_context = EncodeOptions { context: vec![Message::user("u1")], ..EncodeOptions::default() };
+    let delta = encode_messages(&[assistant("r1", "a1"), Message::user("u2")], &with_context).expect("encodes");
+    assert_eq!(delta, "a1<｜end▁of▁sentence｜><｜User｜>u2<｜Assistant｜><think>");
 }
 
 #[test]
@@ -48,10 +31,7 @@ fn tool_results_follow_call_order_and_text_keeps_its_slot() {
         name: "f".to_string(),
         arguments: Arguments::Json(json!({"n": 1.5e-7, "s": "x\ny"})),
     };
-    let calls = Message {
-        tool_calls: vec![call("a"), call("b")],
-        ..Message::assistant("")
-    };
+    let calls = Message { tool_calls: vec![call("a"), call("b")], ..Message::assistant("") };
     let messages = [
         Message::user("go"),
         calls,
@@ -60,10 +40,7 @@ fn tool_results_follow_call_order_and_text_keeps_its_slot() {
         Message::user("note"),
         Message::tool("a", "A"),
     ];
-    let opts = EncodeOptions {
-        thinking_mode: ThinkingMode::Chat,
-        ..EncodeOptions::default()
-    };
+    let opts = EncodeOptions { thinking_mode: ThinkingMode::Chat, ..EncodeOptions::default() };
     let prompt = encode_messages(&messages, &opts).expect("encodes");
     assert!(prompt.contains("<｜DSML｜parameter name=\"n\" string=\"false\">1.5e-07</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" string=\"true\">x\ny</｜DSML｜parameter>"));
     assert!(
@@ -78,26 +55,15 @@ fn tool_results_follow_call_order_and_text_keeps_its_slot() {
 fn developer_messages_before_the_last_user_turn_are_dropped() {
     let dev = Message::new(Role::Developer, "internal");
     let prompt = encode_messages(
-        &[
-            dev,
-            Message::user("u1"),
-            assistant("r", "a"),
-            Message::user("u2"),
-        ],
+        &[dev, Message::user("u1"), assistant("r", "a"), Message::user("u2")],
         &EncodeOptions::default(),
     )
     .expect("encodes");
     assert!(!prompt.contains("internal"));
-    let kept = EncodeOptions {
-        drop_thinking: false,
-        ..EncodeOptions::default()
-    };
+    let kept = EncodeOptions { drop_thinking: false, ..EncodeOptions::default() };
     let dev = Message::new(Role::Developer, "internal");
     let prompt = encode_messages(&[dev, Message::user("u1")], &kept).expect("encodes");
-    assert_eq!(
-        prompt,
-        "<｜begin▁of▁sentence｜><｜User｜>internal<｜User｜>u1<｜Assistant｜><think>"
-    );
+    assert_eq!(prompt, "<｜begin▁of▁sentence｜><｜User｜>internal<｜User｜>u1<｜Assistant｜><think>");
 }
 
 #[test]
@@ -107,13 +73,7 @@ fn effort_values_per_profile() {
     assert!(effort_prefix(Preview, Some(Low)).is_err());
     assert_eq!(effort_prefix(Preview, Some(High)).ok(), Some(""));
     assert_eq!(effort_prefix(V0731, Some(Low)).ok(), Some(""));
-    assert_eq!(
-        effort_prefix(Preview, Some(Max)).ok(),
-        effort_prefix(V0731, Some(High)).ok()
-    );
+    assert_eq!(effort_prefix(Preview, Some(Max)).ok(), effort_prefix(V0731, Some(High)).ok());
     let beyond = effort_prefix(V0731, Some(Max)).expect("valid");
-    assert!(
-        beyond.starts_with("Reasoning Effort: Beyond maximum \u{2014} exhaustive")
-            && beyond.ends_with(".\n\n")
-    );
+    assert!(beyond.starts_with("Reasoning Effort: Beyond maximum \u{2014} exhaustive") && beyond.ends_with(".\n\n"));
 }

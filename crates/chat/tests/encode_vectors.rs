@@ -3,8 +3,8 @@
 mod common;
 
 use emesh_chat::{
-    encode_messages, parse_tools, render_chat_request, EffortProfile, EncodeOptions, Message,
-    ReasoningEffort, ThinkingMode,
+    encode_messages, parse_tools, render_chat_request, EffortProfile, EncodeOptions, Message, ReasoningEffort,
+    ThinkingMode,
 };
 use serde_json::{json, Value};
 
@@ -34,17 +34,11 @@ fn encode_typed(v: &Value) -> String {
             Some("thinking") => ThinkingMode::Thinking,
             other => panic!("thinking_mode {other:?}"),
         },
-        reasoning_effort: kw["reasoning_effort"]
-            .as_str()
-            .map(|s| ReasoningEffort::parse(s).expect("known effort")),
+        reasoning_effort: kw["reasoning_effort"].as_str().map(|s| ReasoningEffort::parse(s).expect("known effort")),
         effort_profile: profile(v),
         drop_thinking: kw["drop_thinking"].as_bool().unwrap_or(true),
         add_default_bos_token: kw["add_default_bos_token"].as_bool().unwrap_or(true),
-        context: if kw["context"].is_null() {
-            Vec::new()
-        } else {
-            messages(&kw["context"], "context")
-        },
+        context: if kw["context"].is_null() { Vec::new() } else { messages(&kw["context"], "context") },
     };
     encode_messages(&msgs, &opts).expect("encodes")
 }
@@ -64,21 +58,10 @@ fn encode_request(v: &Value) -> String {
 fn first_difference(got: &str, want: &str) -> String {
     let g: Vec<char> = got.chars().collect();
     let w: Vec<char> = want.chars().collect();
-    let at = g
-        .iter()
-        .zip(&w)
-        .position(|(a, b)| a != b)
-        .unwrap_or(g.len().min(w.len()));
-    let window = |s: &[char]| -> String {
-        s[at.saturating_sub(60).min(s.len())..(at + 60).min(s.len())]
-            .iter()
-            .collect()
-    };
-    format!(
-        "at char {at}:\n  got:  {:?}\n  want: {:?}",
-        window(&g),
-        window(&w)
-    )
+    let at = g.iter().zip(&w).position(|(a, b)| a != b).unwrap_or(g.len().min(w.len()));
+    let window =
+        |s: &[char]| -> String { s[at.saturating_sub(60).min(s.len())..(at + 60).min(s.len())].iter().collect() };
+    format!("at char {at}:\n  got:  {:?}\n  want: {:?}", window(&g), window(&w))
 }
 
 #[test]
@@ -91,25 +74,13 @@ fn every_encode_vector_matches_byte_for_byte() {
         let want = v["expected_prompt"].as_str().expect("expected_prompt");
         for (how, got) in [("typed", encode_typed(v)), ("request", encode_request(v))] {
             if got != want {
-                failures.push(format!(
-                    "{} ({how}) {}",
-                    common::name(v),
-                    first_difference(&got, want)
-                ));
+                failures.push(format!("{} ({how}) {}", common::name(v), first_difference(&got, want)));
             }
         }
         checked += 1;
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(checked, vectors.len());
-    let variants: Vec<&str> = vectors
-        .iter()
-        .filter_map(|v| v["encoding_variant"].as_str())
-        .collect();
+    let variants: Vec<&str> = vectors.iter().filter_map(|v| v["encoding_variant"].as_str()).collect();
     assert!(variants.contains(&"v4-preview") && variants.contains(&"v4-flash-0731"));
 }

@@ -3,10 +3,7 @@
 
 mod common;
 
-use emesh_chat::{
-    parse_completion, parse_completion_lenient, ParsedMessage, StreamDelta, StreamParser,
-    ThinkingMode,
-};
+use emesh_chat::{parse_completion, parse_completion_lenient, ParsedMessage, StreamDelta, StreamParser, ThinkingMode};
 use serde_json::{json, Value};
 
 fn mode(v: &Value) -> ThinkingMode {
@@ -61,11 +58,7 @@ fn stream(text: &str, mode: ThinkingMode, cuts: &[usize]) -> ParsedMessage {
     }
     deltas.extend(parser.finish());
     let rebuilt = from_deltas(&deltas);
-    assert_eq!(
-        &rebuilt,
-        parser.message(),
-        "deltas add up to the parser's message"
-    );
+    assert_eq!(&rebuilt, parser.message(), "deltas add up to the parser's message");
     for call in &rebuilt.tool_calls {
         assert!(call.id.starts_with("call_"), "generated id {}", call.id);
     }
@@ -89,53 +82,29 @@ fn every_parse_vector() {
             errors += 1;
         } else {
             let strict = strict.unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(
-                without_ids(&strict),
-                v["expected_message"],
-                "{name} (strict)"
-            );
-            assert_eq!(
-                without_ids(&lenient),
-                v["expected_message"],
-                "{name} (lenient)"
-            );
+            assert_eq!(without_ids(&strict), v["expected_message"], "{name} (strict)");
+            assert_eq!(without_ids(&lenient), v["expected_message"], "{name} (lenient)");
             let ids: Vec<&str> = strict.tool_calls.iter().map(|c| c.id.as_str()).collect();
             let mut unique = ids.clone();
             unique.dedup();
             assert_eq!(ids.len(), unique.len(), "{name}: ids are unique");
         }
         let whole = without_ids(&lenient);
-        let boundaries: Vec<usize> = (0..=text.len())
-            .filter(|&i| text.is_char_boundary(i))
-            .collect();
+        let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
         for &cut in &boundaries {
-            assert_eq!(
-                without_ids(&stream(text, mode, &[cut])),
-                whole,
-                "{name}: split at byte {cut}"
-            );
+            assert_eq!(without_ids(&stream(text, mode, &[cut])), whole, "{name}: split at byte {cut}");
         }
-        assert_eq!(
-            without_ids(&stream(text, mode, &boundaries)),
-            whole,
-            "{name}: one char at a time"
-        );
+        assert_eq!(without_ids(&stream(text, mode, &boundaries)), whole, "{name}: one char at a time");
         let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ checked as u64;
         for _ in 0..50 {
             let mut cuts: Vec<usize> = (0..6)
                 .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1_442_695_040_888_963_407);
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                     boundaries[(seed >> 33) as usize % boundaries.len()]
                 })
                 .collect();
             cuts.sort_unstable();
-            assert_eq!(
-                without_ids(&stream(text, mode, &cuts)),
-                whole,
-                "{name}: cuts {cuts:?}"
-            );
+            assert_eq!(without_ids(&stream(text, mode, &cuts)), whole, "{name}: cuts {cuts:?}");
         }
         checked += 1;
     }
@@ -157,28 +126,19 @@ fn content_never_leaks_the_tool_call_marker() {
     }
     parser.finish();
     assert_eq!(content, "Sure.");
-    assert_eq!(
-        parser.message().tool_calls[0].function.arguments,
-        "{\"a\": 1}"
-    );
+    assert_eq!(parser.message().tool_calls[0].function.arguments, "{\"a\": 1}");
 }
 
 #[test]
 fn lenient_parse_degrades() {
     let m = parse_completion_lenient("still thinking", ThinkingMode::Thinking);
-    assert_eq!(
-        (m.reasoning_content.as_str(), m.content.as_str()),
-        ("still thinking", "")
-    );
+    assert_eq!((m.reasoning_content.as_str(), m.content.as_str()), ("still thinking", ""));
 
     let m = parse_completion_lenient("cut off by max_tokens", ThinkingMode::Chat);
     assert_eq!(m.content, "cut off by max_tokens");
 
     let broken = "x\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke nam=\"f\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
-    let m = parse_completion_lenient(
-        &format!("{broken}<｜end▁of▁sentence｜>"),
-        ThinkingMode::Chat,
-    );
+    let m = parse_completion_lenient(&format!("{broken}<｜end▁of▁sentence｜>"), ThinkingMode::Chat);
     assert_eq!(m.content, broken, "a broken block stays visible as content");
     assert!(m.tool_calls.is_empty());
     assert_eq!(m.finish_reason(), "stop");
@@ -192,29 +152,16 @@ fn lenient_parse_degrades() {
     let dup = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">1</｜DSML｜parameter>\n<｜DSML｜parameter name=\"a\" string=\"true\">2</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
     let m = parse_completion_lenient(dup, ThinkingMode::Chat);
     assert_eq!(m.tool_calls[0].function.arguments, "{\"a\": \"1\"}");
-    assert!(
-        m.content.starts_with("<｜DSML｜parameter name=\"a\""),
-        "{:?}",
-        m.content
-    );
+    assert!(m.content.starts_with("<｜DSML｜parameter name=\"a\""), "{:?}", m.content);
 }
 
 #[test]
 fn strict_parse_rejects_leftovers() {
     for (text, mode) in [
         ("a<｜end▁of▁sentence｜>b", ThinkingMode::Chat),
-        (
-            "r</think>a\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>x<｜end▁of▁sentence｜>",
-            ThinkingMode::Thinking,
-        ),
-        (
-            "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\n",
-            ThinkingMode::Chat,
-        ),
-        (
-            "r\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>",
-            ThinkingMode::Thinking,
-        ),
+        ("r</think>a\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>x<｜end▁of▁sentence｜>", ThinkingMode::Thinking),
+        ("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\n", ThinkingMode::Chat),
+        ("r\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>", ThinkingMode::Thinking),
     ] {
         assert!(parse_completion(text, mode).is_err(), "{text:?}");
     }

@@ -1,8 +1,7 @@
 //! OpenAI request mapping: option precedence, tool placement, and errors that name the field.
 
 use emesh_chat::{
-    render_chat_request, render_chat_request_with, request_to_encoder, EffortProfile, RenderConfig,
-    ThinkingMode,
+    render_chat_request, render_chat_request_with, request_to_encoder, EffortProfile, RenderConfig, ThinkingMode,
 };
 use serde_json::{json, Value};
 
@@ -24,26 +23,11 @@ fn thinking_switches_and_their_precedence() {
     let user = json!([{"role": "user", "content": "hi"}]);
     let cases = [
         (json!({"messages": user}), "<think>"),
-        (
-            json!({"messages": user, "chat_template_kwargs": {"thinking": false}}),
-            "</think>",
-        ),
-        (
-            json!({"messages": user, "chat_template_kwargs": {"enable_thinking": false}}),
-            "</think>",
-        ),
-        (
-            json!({"messages": user, "thinking": {"type": "disabled"}}),
-            "</think>",
-        ),
-        (
-            json!({"messages": user, "reasoning_effort": "none"}),
-            "</think>",
-        ),
-        (
-            json!({"messages": user, "thinking": false, "chat_template_kwargs": {"thinking": true}}),
-            "<think>",
-        ),
+        (json!({"messages": user, "chat_template_kwargs": {"thinking": false}}), "</think>"),
+        (json!({"messages": user, "chat_template_kwargs": {"enable_thinking": false}}), "</think>"),
+        (json!({"messages": user, "thinking": {"type": "disabled"}}), "</think>"),
+        (json!({"messages": user, "reasoning_effort": "none"}), "</think>"),
+        (json!({"messages": user, "thinking": false, "chat_template_kwargs": {"thinking": true}}), "<think>"),
         (
             json!({"messages": user, "chat_template_kwargs": {"thinking": false, "thinking_mode": "thinking"}}),
             "<think>",
@@ -52,12 +36,8 @@ fn thinking_switches_and_their_precedence() {
     for (req, end) in cases {
         assert_eq!(render(req.clone()), format!("{HI}{end}"), "{req}");
     }
-    let chat_default = RenderConfig {
-        default_thinking: false,
-        ..RenderConfig::default()
-    };
-    let prompt =
-        render_chat_request_with(&json!({"messages": user}), &chat_default).expect("renders");
+    let chat_default = RenderConfig { default_thinking: false, ..RenderConfig::default() };
+    let prompt = render_chat_request_with(&json!({"messages": user}), &chat_default).expect("renders");
     assert_eq!(prompt, format!("{HI}</think>"));
 }
 
@@ -65,42 +45,25 @@ fn thinking_switches_and_their_precedence() {
 fn reasoning_effort_mapping_per_profile() {
     let req = |effort: &str| json!({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort});
     let effort_text = |req: &Value, profile| {
-        let cfg = RenderConfig {
-            effort_profile: profile,
-            default_thinking: true,
-        };
+        let cfg = RenderConfig { effort_profile: profile, default_thinking: true };
         let prompt = render_chat_request_with(req, &cfg).expect("renders");
         let start = "<｜begin▁of▁sentence｜>".len();
         let end = prompt.find("<｜User｜>").expect("user turn");
-        prompt[start..end]
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string()
+        prompt[start..end].lines().next().unwrap_or_default().to_string()
     };
     use EffortProfile::*;
     assert_eq!(effort_text(&req("medium"), Preview), "");
-    assert_eq!(
-        effort_text(&req("max"), Preview),
-        "Reasoning Effort: Absolute maximum with no shortcuts permitted."
-    );
+    assert_eq!(effort_text(&req("max"), Preview), "Reasoning Effort: Absolute maximum with no shortcuts permitted.");
     assert_eq!(effort_text(&req("low"), V0731), "");
-    assert_eq!(
-        effort_text(&req("xhigh"), V0731),
-        "Reasoning Effort: Absolute maximum with no shortcuts permitted."
-    );
+    assert_eq!(effort_text(&req("xhigh"), V0731), "Reasoning Effort: Absolute maximum with no shortcuts permitted.");
     assert!(effort_text(&req("ultra"), V0731).starts_with("Reasoning Effort: Beyond maximum"));
     let (_, opts) = request_to_encoder(&req("none"), &RenderConfig::default()).expect("maps");
-    assert_eq!(
-        (opts.thinking_mode, opts.reasoning_effort),
-        (ThinkingMode::Chat, None)
-    );
+    assert_eq!((opts.thinking_mode, opts.reasoning_effort), (ThinkingMode::Chat, None));
 }
 
 #[test]
 fn tools_are_attached_to_the_first_system_message() {
-    let tool =
-        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
     let other = json!({"type": "function", "function": {"name": "g"}});
     let with_system = render(json!({
         "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
@@ -108,16 +71,10 @@ fn tools_are_attached_to_the_first_system_message() {
         "tool_choice": {"type": "function", "function": {"name": "g"}},
     }));
     assert!(with_system.starts_with("<｜begin▁of▁sentence｜>S\n\n## Tools\n\n"));
-    assert!(
-        with_system.contains("\n\n{\"name\": \"g\"}\n\nYou MUST strictly follow"),
-        "{with_system}"
-    );
-    let without_system =
-        render(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [tool]}));
+    assert!(with_system.contains("\n\n{\"name\": \"g\"}\n\nYou MUST strictly follow"), "{with_system}");
+    let without_system = render(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [tool]}));
     assert!(without_system.starts_with("<｜begin▁of▁sentence｜>\n\n## Tools\n\n"));
-    let none = render(
-        json!({"messages": [{"role": "user", "content": "hi"}], "tools": [tool], "tool_choice": "none"}),
-    );
+    let none = render(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [tool], "tool_choice": "none"}));
     assert_eq!(none, format!("{HI}<think>"));
 }
 
@@ -134,12 +91,8 @@ fn openai_message_shapes() {
         "chat_template_kwargs": {"thinking": true},
     }));
     // No `tools` in the request, so the reasoning of the call turn is dropped once the results arrive.
-    assert!(
-        prompt.starts_with("<｜begin▁of▁sentence｜><｜User｜>a\n\nb<｜Assistant｜></think>\n\n"),
-        "{prompt}"
-    );
-    assert!(prompt
-        .contains("<｜DSML｜parameter name=\"x\" string=\"false\">[1, 2.0]</｜DSML｜parameter>"));
+    assert!(prompt.starts_with("<｜begin▁of▁sentence｜><｜User｜>a\n\nb<｜Assistant｜></think>\n\n"), "{prompt}");
+    assert!(prompt.contains("<｜DSML｜parameter name=\"x\" string=\"false\">[1, 2.0]</｜DSML｜parameter>"));
     assert!(prompt.ends_with("<｜User｜><tool_result></tool_result><｜Assistant｜><think>"));
 }
 
@@ -149,9 +102,15 @@ fn errors_name_the_offending_field() {
         (json!([]), "request: expected a JSON object"),
         (json!({}), "messages: missing"),
         (json!({"messages": []}), "messages: must not be empty"),
-        (json!({"messages": [{"role": "user"}, {"role": "user"}, {"role": "foo"}]}), "messages[2].role: unknown role \"foo\""),
+        (
+            json!({"messages": [{"role": "user"}, {"role": "user"}, {"role": "foo"}]}),
+            "messages[2].role: unknown role \"foo\"",
+        ),
         (json!({"messages": [{"content": "x"}]}), "messages[0].role: missing"),
-        (json!({"messages": [{"role": "user", "content": 5}]}), "messages[0].content: expected a string, an array of parts or null"),
+        (
+            json!({"messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content: expected a string, an array of parts or null",
+        ),
         (
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
             "messages[0].content[0].type: unsupported content part \"image_url\"",
@@ -164,15 +123,27 @@ fn errors_name_the_offending_field() {
             json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]}),
             "messages[0].tool_calls[0].function.arguments: expected a JSON object",
         ),
-        (json!({"messages": [{"role": "developer", "content": ""}]}), "messages[0].content: a developer message needs non-empty content"),
-        (json!({"messages": [{"role": "user", "content": "x", "task": "nap"}]}), "messages[0].task: unknown task \"nap\""),
-        (json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}), "tools[0].function: missing"),
+        (
+            json!({"messages": [{"role": "developer", "content": ""}]}),
+            "messages[0].content: a developer message needs non-empty content",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x", "task": "nap"}]}),
+            "messages[0].task: unknown task \"nap\"",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}),
+            "tools[0].function: missing",
+        ),
         (json!({"messages": [{"role": "user", "content": "x"}], "tools": {}}), "tools: expected an array"),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "tools": [], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
             "tool_choice.function.name: no tool named \"f\"",
         ),
-        (json!({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"}), "reasoning_effort: unknown value \"extreme\""),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"}),
+            "reasoning_effort: unknown value \"extreme\"",
+        ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"reasoning_effort": "low"}}),
             "chat_template_kwargs.reasoning_effort: the preview encoder accepts only null, \"high\" or \"max\"",
@@ -185,7 +156,10 @@ fn errors_name_the_offending_field() {
             json!({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"context": [{"role": 1}]}}),
             "chat_template_kwargs.context[0].role: expected a string",
         ),
-        (json!({"messages": [{"role": "user", "content": "x"}], "thinking": {"type": "auto"}}), "thinking.type: expected \"enabled\" or \"disabled\""),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "thinking": {"type": "auto"}}),
+            "thinking.type: expected \"enabled\" or \"disabled\"",
+        ),
     ];
     for (req, want) in cases {
         assert_eq!(error(req), want);

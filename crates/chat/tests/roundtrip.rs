@@ -4,8 +4,7 @@
 mod common;
 
 use emesh_chat::{
-    encode_messages, parse_completion, EncodeOptions, Message, ParsedMessage, Role, StreamParser,
-    ThinkingMode,
+    encode_messages, parse_completion, EncodeOptions, Message, ParsedMessage, Role, StreamParser, ThinkingMode,
 };
 use serde_json::Value;
 
@@ -38,30 +37,15 @@ fn rendered_assistant_turns_parse_back() {
                 continue;
             }
             for mode in [ThinkingMode::Chat, ThinkingMode::Thinking] {
-                let opts = EncodeOptions {
-                    thinking_mode: mode,
-                    drop_thinking: false,
-                    ..EncodeOptions::default()
-                };
-                let prompt =
-                    encode_messages(&[Message::user("q"), msg.clone()], &opts).expect("encodes");
-                let opener = if mode == ThinkingMode::Thinking {
-                    "<think>"
-                } else {
-                    "</think>"
-                };
-                let (_, completion) = prompt
-                    .split_once(&format!("<｜Assistant｜>{opener}"))
-                    .expect("assistant turn");
-                let parsed = parse_completion(completion, mode).unwrap_or_else(|e| {
-                    panic!("{} message {i}: {e}\n{completion:?}", common::name(v))
-                });
+                let opts = EncodeOptions { thinking_mode: mode, drop_thinking: false, ..EncodeOptions::default() };
+                let prompt = encode_messages(&[Message::user("q"), msg.clone()], &opts).expect("encodes");
+                let opener = if mode == ThinkingMode::Thinking { "<think>" } else { "</think>" };
+                let (_, completion) = prompt.split_once(&format!("<｜Assistant｜>{opener}")).expect("assistant turn");
+                let parsed = parse_completion(completion, mode)
+                    .unwrap_or_else(|e| panic!("{} message {i}: {e}\n{completion:?}", common::name(v)));
                 assert_eq!(parsed.content, msg.text(), "{}", common::name(v));
                 if mode == ThinkingMode::Thinking {
-                    assert_eq!(
-                        parsed.reasoning_content,
-                        msg.reasoning_content.clone().unwrap_or_default()
-                    );
+                    assert_eq!(parsed.reasoning_content, msg.reasoning_content.clone().unwrap_or_default());
                 }
                 let want: Vec<(String, Value)> = msg
                     .tool_calls
@@ -81,11 +65,7 @@ fn rendered_assistant_turns_parse_back() {
                     let s = streamed(completion, mode, step);
                     assert_eq!(
                         (&s.content, &s.reasoning_content, s.tool_calls.len()),
-                        (
-                            &parsed.content,
-                            &parsed.reasoning_content,
-                            parsed.tool_calls.len()
-                        )
+                        (&parsed.content, &parsed.reasoning_content, parsed.tool_calls.len())
                     );
                     for (a, b) in s.tool_calls.iter().zip(&parsed.tool_calls) {
                         assert_eq!(a.function, b.function);

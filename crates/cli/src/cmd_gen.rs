@@ -55,11 +55,7 @@ pub fn run(a: Args) -> Result<i32> {
     if let Some(t) = tok_src {
         let dst = a.out.join("tokenizer.json");
         crate::models::copy_file(&t, &dst)?;
-        if let Some(cfg_file) = t
-            .parent()
-            .map(|p| p.join("tokenizer_config.json"))
-            .filter(|p| p.exists())
-        {
+        if let Some(cfg_file) = t.parent().map(|p| p.join("tokenizer_config.json")).filter(|p| p.exists()) {
             crate::models::copy_file(&cfg_file, &a.out.join("tokenizer_config.json"))?;
         }
         if cfg.vocab_size < 128000 {

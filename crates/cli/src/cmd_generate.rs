@@ -38,26 +38,15 @@ pub fn run(a: Args) -> Result<i32> {
         None => crate::models::ensure_preset(&a.preset)?,
     };
     let tok_path = model.join("tokenizer.json");
-    let tokenizer = if tok_path.exists() {
-        Some(emesh_chat::Tokenizer::from_file(&tok_path)?)
-    } else {
-        None
-    };
+    let tokenizer = if tok_path.exists() { Some(emesh_chat::Tokenizer::from_file(&tok_path)?) } else { None };
     let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt) {
         (Some(ids), _) => ids
             .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<u32>()
-                    .with_context(|| format!("--prompt-ids: `{s}` is not a token id"))
-            })
+            .map(|s| s.trim().parse::<u32>().with_context(|| format!("--prompt-ids: `{s}` is not a token id")))
             .collect::<Result<_>>()?,
         (None, Some(text)) => match &tokenizer {
             Some(t) => t.encode(text)?,
-            None => bail!(
-                "--prompt needs {} (or use --prompt-ids)",
-                tok_path.display()
-            ),
+            None => bail!("--prompt needs {} (or use --prompt-ids)", tok_path.display()),
         },
         (None, None) => bail!("give --prompt-ids or --prompt"),
     };
@@ -70,23 +59,13 @@ pub fn run(a: Args) -> Result<i32> {
     let t_load = Instant::now();
     let engine = Engine::load(
         &model,
-        &LoadOptions {
-            numerics: a.numerics,
-            progress: std::io::stderr().is_terminal(),
-            ..Default::default()
-        },
+        &LoadOptions { numerics: a.numerics, progress: std::io::stderr().is_terminal(), ..Default::default() },
     )?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mut caches: Vec<_> = (0..a.batch).map(|_| engine.new_cache()).collect();
     let t0 = Instant::now();
-    let mut seqs: Vec<Seq> = caches
-        .iter_mut()
-        .map(|c| Seq {
-            tokens: &prompt,
-            cache: c,
-            logits: Logits::Last,
-        })
-        .collect();
+    let mut seqs: Vec<Seq> =
+        caches.iter_mut().map(|c| Seq { tokens: &prompt, cache: c, logits: Logits::Last }).collect();
     let out = engine.forward(&mut seqs, None)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let mut next: Vec<u32> = out.iter().map(|l| argmax(l)).collect();
@@ -98,15 +77,8 @@ pub fn run(a: Args) -> Result<i32> {
             break;
         }
         let toks: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
-        let mut seqs: Vec<Seq> = caches
-            .iter_mut()
-            .zip(&toks)
-            .map(|(c, t)| Seq {
-                tokens: t,
-                cache: c,
-                logits: Logits::Last,
-            })
-            .collect();
+        let mut seqs: Vec<Seq> =
+            caches.iter_mut().zip(&toks).map(|(c, t)| Seq { tokens: t, cache: c, logits: Logits::Last }).collect();
         let out = engine.forward(&mut seqs, None)?;
         next = out.iter().map(|l| argmax(l)).collect();
         for (g, &t) in generated.iter_mut().zip(&next) {
@@ -115,10 +87,7 @@ pub fn run(a: Args) -> Result<i32> {
         steps += 1;
     }
     let decode_s = t1.elapsed().as_secs_f64();
-    let text = tokenizer
-        .as_ref()
-        .map(|t| t.decode(&generated[0], false))
-        .transpose()?;
+    let text = tokenizer.as_ref().map(|t| t.decode(&generated[0], false)).transpose()?;
     println!(
         "{}",
         serde_json::json!({

@@ -10,12 +10,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "emesh",
-    version,
-    about = "Serve DeepSeek-V4 across many machines",
-    propagate_version = true
-)]
+#[command(name = "emesh", version, about = "Serve DeepSeek-V4 across many machines", propagate_version = true)]
 struct Cli {
     /// Compute threads (default: all cores; env EMESH_THREADS).
     #[arg(long, global = true)]

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Folder for generated preset models: `$EMESH_MODELS_DIR` or `./models`.
 pub fn models_dir() -> PathBuf {
-    std::env::var(names::ENV_MODELS_DIR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("models"))
+    std::env::var(names::ENV_MODELS_DIR).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("models"))
 }
 
 /// The V4 tokenizer folder to copy into generated models, when one can be found:
@@ -24,8 +22,7 @@ pub fn default_tokenizer() -> Option<PathBuf> {
 /// Copies a file and leaves the copy writable (sources may be read-only).
 pub fn copy_file(src: &Path, dst: &Path) -> Result<()> {
     let _ = std::fs::remove_file(dst);
-    std::fs::copy(src, dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    std::fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     let mut perm = std::fs::metadata(dst)?.permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perm.set_readonly(false);
@@ -40,10 +37,7 @@ pub fn ensure_preset(name: &str) -> Result<PathBuf> {
         return Ok(dir);
     }
     let cfg = gen::preset(name)?;
-    eprintln!(
-        "generating the `{name}` preset model into {} (once)...",
-        dir.display()
-    );
+    eprintln!("generating the `{name}` preset model into {} (once)...", dir.display());
     gen::generate(&dir, &cfg, GenDtype::F32, 0, 2048 << 20, |_| {})?;
     if cfg.vocab_size >= 128000 {
         if let Some(t) = default_tokenizer() {

@@ -24,10 +24,7 @@ pub enum ConfigError {
 }
 
 fn field_err(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::Field { field: field.to_string(), reason: reason.into() }
 }
 
 /// Attention kind of one layer.
@@ -143,45 +140,28 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn get(&self, names: &[&str]) -> Option<&'a Value> {
-        names
-            .iter()
-            .find_map(|n| self.map.get(*n).filter(|v| !v.is_null()))
+        names.iter().find_map(|n| self.map.get(*n).filter(|v| !v.is_null()))
     }
     fn usize(&self, names: &[&str]) -> Result<usize, ConfigError> {
-        let v = self
-            .get(names)
-            .ok_or_else(|| field_err(names[0], "missing"))?;
-        as_usize(v).ok_or_else(|| {
-            field_err(
-                names[0],
-                format!("expected a non-negative integer, got {v}"),
-            )
-        })
+        let v = self.get(names).ok_or_else(|| field_err(names[0], "missing"))?;
+        as_usize(v).ok_or_else(|| field_err(names[0], format!("expected a non-negative integer, got {v}")))
     }
     fn usize_or(&self, names: &[&str], default: usize) -> Result<usize, ConfigError> {
         match self.get(names) {
             None => Ok(default),
-            Some(v) => as_usize(v).ok_or_else(|| {
-                field_err(
-                    names[0],
-                    format!("expected a non-negative integer, got {v}"),
-                )
-            }),
+            Some(v) => {
+                as_usize(v).ok_or_else(|| field_err(names[0], format!("expected a non-negative integer, got {v}")))
+            }
         }
     }
     fn f64(&self, names: &[&str]) -> Result<f64, ConfigError> {
-        let v = self
-            .get(names)
-            .ok_or_else(|| field_err(names[0], "missing"))?;
-        v.as_f64()
-            .ok_or_else(|| field_err(names[0], format!("expected a number, got {v}")))
+        let v = self.get(names).ok_or_else(|| field_err(names[0], "missing"))?;
+        v.as_f64().ok_or_else(|| field_err(names[0], format!("expected a number, got {v}")))
     }
     fn f64_or(&self, names: &[&str], default: f64) -> Result<f64, ConfigError> {
         match self.get(names) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| field_err(names[0], format!("expected a number, got {v}"))),
+            Some(v) => v.as_f64().ok_or_else(|| field_err(names[0], format!("expected a number, got {v}"))),
         }
     }
 }
@@ -199,19 +179,12 @@ fn parse_yarn(v: &Value, field: &str) -> Result<Option<YarnConfig>, ConfigError>
     let Some(m) = v.as_object() else {
         return Err(field_err(field, "expected an object"));
     };
-    let kind = m
-        .get("rope_type")
-        .or_else(|| m.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = m.get("rope_type").or_else(|| m.get("type")).and_then(Value::as_str).unwrap_or("default");
     match kind {
         "default" | "linear_none" => Ok(None),
         "yarn" | "deepseek_yarn" => {
             let f = Fields { map: m };
-            if let Some(a) = f
-                .get(&["attention_factor", "mscale"])
-                .and_then(Value::as_f64)
-            {
+            if let Some(a) = f.get(&["attention_factor", "mscale"]).and_then(Value::as_f64) {
                 if (a - 1.0).abs() > 1e-12 && m.contains_key("attention_factor") {
                     return Err(field_err(
                         &format!("{field}.attention_factor"),
@@ -226,19 +199,14 @@ fn parse_yarn(v: &Value, field: &str) -> Result<Option<YarnConfig>, ConfigError>
                 beta_slow: f.f64_or(&["beta_slow"], 1.0)?,
             }))
         }
-        other => Err(field_err(
-            field,
-            format!("unsupported rope type `{other}` (expected default or yarn)"),
-        )),
+        other => Err(field_err(field, format!("unsupported rope type `{other}` (expected default or yarn)"))),
     }
 }
 
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            cause: source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), cause: source })?;
         Self::from_json_str(&text)
     }
 
@@ -248,16 +216,11 @@ impl ModelConfig {
     }
 
     pub fn from_json(v: &Value) -> Result<Self, ConfigError> {
-        let map = v
-            .as_object()
-            .ok_or_else(|| field_err("<root>", "expected a JSON object"))?;
+        let map = v.as_object().ok_or_else(|| field_err("<root>", "expected a JSON object"))?;
         let f = Fields { map };
         if let Some(mt) = f.get(&["model_type"]).and_then(Value::as_str) {
             if mt != "deepseek_v4" {
-                return Err(field_err(
-                    "model_type",
-                    format!("expected deepseek_v4, got `{mt}`"),
-                ));
+                return Err(field_err("model_type", format!("expected deepseek_v4, got `{mt}`")));
             }
         }
         let num_layers = f.usize(&["num_hidden_layers", "n_layers"])?;
@@ -273,14 +236,11 @@ impl ModelConfig {
 
         // Per-layer attention schedule.
         let (attn_kinds, mtp_compress_ratio) = if let Some(lt) = f.get(&["layer_types"]) {
-            let arr = lt
-                .as_array()
-                .ok_or_else(|| field_err("layer_types", "expected a list"))?;
+            let arr = lt.as_array().ok_or_else(|| field_err("layer_types", "expected a list"))?;
             let rates = f.get(&["compress_rates"]).and_then(Value::as_object);
             let rate = |name: &str, default: usize| -> Result<usize, ConfigError> {
                 match rates.and_then(|r| r.get(name)) {
-                    Some(v) => as_usize(v)
-                        .ok_or_else(|| field_err("compress_rates", format!("bad `{name}`: {v}"))),
+                    Some(v) => as_usize(v).ok_or_else(|| field_err("compress_rates", format!("bad `{name}`: {v}"))),
                     None => Ok(default),
                 }
             };
@@ -292,43 +252,24 @@ impl ModelConfig {
                     Some("sliding_attention") => AttnKind::Sliding,
                     Some("compressed_sparse_attention") => AttnKind::Csa { ratio: csa },
                     Some("heavily_compressed_attention") => AttnKind::Hca { ratio: hca },
-                    _ => {
-                        return Err(field_err(
-                            &format!("layer_types[{i}]"),
-                            format!("unknown layer type {t}"),
-                        ))
-                    }
+                    _ => return Err(field_err(&format!("layer_types[{i}]"), format!("unknown layer type {t}"))),
                 });
             }
             (kinds, None)
         } else {
             let cr = f.get(&["compress_ratios"]).ok_or_else(|| {
-                field_err(
-                    "compress_ratios",
-                    "missing (and no `layer_types`): cannot tell each layer's attention kind",
-                )
+                field_err("compress_ratios", "missing (and no `layer_types`): cannot tell each layer's attention kind")
             })?;
-            let arr = cr
-                .as_array()
-                .ok_or_else(|| field_err("compress_ratios", "expected a list"))?;
+            let arr = cr.as_array().ok_or_else(|| field_err("compress_ratios", "expected a list"))?;
             let mut kinds = Vec::with_capacity(arr.len());
             for (i, r) in arr.iter().enumerate() {
-                let r = as_usize(r).ok_or_else(|| {
-                    field_err(
-                        &format!("compress_ratios[{i}]"),
-                        format!("not an integer: {r}"),
-                    )
-                })?;
+                let r = as_usize(r)
+                    .ok_or_else(|| field_err(&format!("compress_ratios[{i}]"), format!("not an integer: {r}")))?;
                 kinds.push(match r {
                     0 => AttnKind::Sliding,
                     4 => AttnKind::Csa { ratio: 4 },
                     r if r > 1 => AttnKind::Hca { ratio: r },
-                    r => {
-                        return Err(field_err(
-                            &format!("compress_ratios[{i}]"),
-                            format!("unsupported ratio {r}"),
-                        ))
-                    }
+                    r => return Err(field_err(&format!("compress_ratios[{i}]"), format!("unsupported ratio {r}"))),
                 });
             }
             let mtp = kinds.get(num_layers).map(|k| k.ratio());
@@ -337,36 +278,23 @@ impl ModelConfig {
         if attn_kinds.len() < num_layers {
             return Err(field_err(
                 "compress_ratios",
-                format!(
-                    "has {} entries but the model has {num_layers} layers",
-                    attn_kinds.len()
-                ),
+                format!("has {} entries but the model has {num_layers} layers", attn_kinds.len()),
             ));
         }
         let attn_kinds: Vec<AttnKind> = attn_kinds.into_iter().take(num_layers).collect();
 
         // MoE schedule.
         let num_hash_layers = if let Some(mt) = f.get(&["mlp_layer_types"]) {
-            let arr = mt
-                .as_array()
-                .ok_or_else(|| field_err("mlp_layer_types", "expected a list"))?;
+            let arr = mt.as_array().ok_or_else(|| field_err("mlp_layer_types", "expected a list"))?;
             let mut n = 0;
             for (i, t) in arr.iter().enumerate().take(num_layers) {
                 match t.as_str() {
                     Some("hash_moe") if i == n => n += 1,
                     Some("hash_moe") => {
-                        return Err(field_err(
-                            "mlp_layer_types",
-                            "hash layers must come first, without gaps",
-                        ))
+                        return Err(field_err("mlp_layer_types", "hash layers must come first, without gaps"))
                     }
                     Some("moe") => {}
-                    _ => {
-                        return Err(field_err(
-                            &format!("mlp_layer_types[{i}]"),
-                            format!("unknown MLP type {t}"),
-                        ))
-                    }
+                    _ => return Err(field_err(&format!("mlp_layer_types[{i}]"), format!("unknown MLP type {t}"))),
                 }
             }
             n
@@ -375,13 +303,9 @@ impl ModelConfig {
         };
 
         // RoPE tables.
-        let (main_rope, compress_rope) = if let Some(rp) =
-            f.get(&["rope_parameters"]).and_then(Value::as_object)
-        {
+        let (main_rope, compress_rope) = if let Some(rp) = f.get(&["rope_parameters"]).and_then(Value::as_object) {
             let theta = |m: &Map<String, Value>, field: &str| -> Result<f64, ConfigError> {
-                m.get("rope_theta")
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| field_err(field, "missing rope_theta"))
+                m.get("rope_theta").and_then(Value::as_f64).ok_or_else(|| field_err(field, "missing rope_theta"))
             };
             let main = rp.get("main").and_then(Value::as_object);
             let comp = rp.get("compress").and_then(Value::as_object);
@@ -396,12 +320,7 @@ impl ModelConfig {
                         yarn: parse_yarn(&Value::Object(comp.clone()), "rope_parameters.compress")?,
                     },
                 ),
-                _ => {
-                    return Err(field_err(
-                        "rope_parameters",
-                        "expected `main` and `compress` entries",
-                    ))
-                }
+                _ => return Err(field_err("rope_parameters", "expected `main` and `compress` entries")),
             }
         } else {
             let main_theta = f.f64_or(&["rope_theta"], 10000.0)?;
@@ -419,37 +338,19 @@ impl ModelConfig {
             } else {
                 None
             };
-            (
-                RopeConfig {
-                    theta: main_theta,
-                    yarn: None,
-                },
-                RopeConfig {
-                    theta: comp_theta,
-                    yarn,
-                },
-            )
+            (RopeConfig { theta: main_theta, yarn: None }, RopeConfig { theta: comp_theta, yarn })
         };
 
-        if let Some(sf) = f
-            .get(&["scoring_func", "score_func"])
-            .and_then(Value::as_str)
-        {
+        if let Some(sf) = f.get(&["scoring_func", "score_func"]).and_then(Value::as_str) {
             if sf != "sqrtsoftplus" {
-                return Err(field_err(
-                    "scoring_func",
-                    format!("V4 uses sqrtsoftplus, got `{sf}`"),
-                ));
+                return Err(field_err("scoring_func", format!("V4 uses sqrtsoftplus, got `{sf}`")));
             }
         }
         let weight_format = match f.get(&["quantization_config"]) {
             Some(q) => match q.get("quant_method").and_then(Value::as_str) {
                 Some("fp8") | None => WeightFormat::Fp8,
                 Some(other) => {
-                    return Err(field_err(
-                        "quantization_config.quant_method",
-                        format!("unsupported `{other}`"),
-                    ))
+                    return Err(field_err("quantization_config.quant_method", format!("unsupported `{other}`")))
                 }
             },
             None => match f.get(&["dtype"]).and_then(Value::as_str) {
@@ -488,8 +389,7 @@ impl ModelConfig {
             num_hash_layers,
             routed_scaling_factor: f.f64_or(&["routed_scaling_factor", "route_scale"], 1.0)?,
             swiglu_limit: f.f64_or(&["swiglu_limit"], 0.0)?,
-            num_nextn_predict_layers: f
-                .usize_or(&["num_nextn_predict_layers", "n_mtp_layers"], 0)?,
+            num_nextn_predict_layers: f.usize_or(&["num_nextn_predict_layers", "n_mtp_layers"], 0)?,
             bos_token_id: f.usize_or(&["bos_token_id"], 0)? as u32,
             eos_token_id: f.usize_or(&["eos_token_id"], 1)? as u32,
             weight_format,
@@ -536,10 +436,7 @@ impl ModelConfig {
         if !self.num_heads.is_multiple_of(self.o_groups) {
             return Err(field_err(
                 "o_groups",
-                format!(
-                    "{} heads do not split into {} groups",
-                    self.num_heads, self.o_groups
-                ),
+                format!("{} heads do not split into {} groups", self.num_heads, self.o_groups),
             ));
         }
         if self.num_experts_per_tok > self.n_routed_experts {
@@ -548,10 +445,7 @@ impl ModelConfig {
         if self.n_shared_experts != 1 {
             return Err(field_err(
                 "n_shared_experts",
-                format!(
-                    "V4 has exactly one shared expert, got {}",
-                    self.n_shared_experts
-                ),
+                format!("V4 has exactly one shared expert, got {}", self.n_shared_experts),
             ));
         }
         if self.num_hash_layers > self.num_layers {
@@ -566,10 +460,7 @@ impl ModelConfig {
             }
         }
         if !self.hidden_size.is_multiple_of(2) || !self.moe_intermediate_size.is_multiple_of(2) {
-            return Err(field_err(
-                "hidden_size",
-                "hidden and intermediate sizes must be even (FP4 packing)",
-            ));
+            return Err(field_err("hidden_size", "hidden and intermediate sizes must be even (FP4 packing)"));
         }
         Ok(())
     }
@@ -683,9 +574,7 @@ mod tests {
     fn fixtures() -> std::path::PathBuf {
         let dir = std::env::var(crate::names::ENV_FIXTURES_DIR)
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-            });
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
         dir.join("tiny-a")
     }
 
@@ -731,10 +620,8 @@ mod tests {
     fn rejects_bad_fields() {
         let e = ModelConfig::from_json_str(r#"{"hidden_size": 8}"#).unwrap_err();
         assert!(e.to_string().contains("num_hidden_layers"), "{e}");
-        let mut v: Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join("config.original.json")).unwrap(),
-        )
-        .unwrap();
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures().join("config.original.json")).unwrap()).unwrap();
         v["compress_ratios"] = serde_json::json!([0, 4]);
         let e = ModelConfig::from_json(&v).unwrap_err();
         assert!(e.to_string().contains("compress_ratios"), "{e}");
@@ -749,17 +636,8 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/configs");
         let pro = ModelConfig::from_file(&dir.join("deepseek-v4-pro.json")).unwrap();
         assert_eq!(pro.num_layers, 61);
-        assert_eq!(
-            pro.attn_kinds.iter().filter(|k| k.has_indexer()).count(),
-            30
-        );
-        assert_eq!(
-            pro.attn_kinds
-                .iter()
-                .filter(|k| matches!(k, AttnKind::Hca { ratio: 128 }))
-                .count(),
-            31
-        );
+        assert_eq!(pro.attn_kinds.iter().filter(|k| k.has_indexer()).count(), 30);
+        assert_eq!(pro.attn_kinds.iter().filter(|k| matches!(k, AttnKind::Hca { ratio: 128 })).count(), 31);
         assert_eq!(pro.mtp_compress_ratio, Some(0));
         let flash = ModelConfig::from_file(&dir.join("deepseek-v4-flash.json")).unwrap();
         assert_eq!(flash.num_layers, 43);

@@ -15,3 +15,5 @@ pub const ENV_THREADS: &str = "EMESH_THREADS";
 pub const ENV_LOG: &str = "EMESH_LOG";
 /// Folder where `emesh` keeps generated preset models (default `./models`).
 pub const ENV_MODELS_DIR: &str = "EMESH_MODELS_DIR";
+/// When set, the portable kernels are used instead of AVX2 (results are bit-identical).
+pub const ENV_NO_SIMD: &str = "EMESH_NO_SIMD";

@@ -19,10 +19,7 @@ fn reduce(a: [f32; LANES]) -> f32 {
 
 /// `out[t][r] = dot(xs[t], ws[r])` for a `T x R` block; all slices have the same length.
 #[inline(always)]
-fn block_generic<const T: usize, const R: usize>(
-    xs: [&[f32]; T],
-    ws: [&[f32]; R],
-) -> [[f32; R]; T] {
+fn block_generic<const T: usize, const R: usize>(xs: [&[f32]; T], ws: [&[f32]; R]) -> [[f32; R]; T] {
     let n = ws[0].len();
     let mut acc = [[[0.0f32; LANES]; R]; T];
     let full = n - n % LANES;
@@ -89,14 +86,15 @@ dispatch_block!(block_4x3, block_4x3_avx2, 4, 3);
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn has_avx2() -> bool {
+pub fn has_avx2() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
     match STATE.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let ok = std::is_x86_feature_detected!("avx2");
+            let ok =
+                std::is_x86_feature_detected!("avx2") && std::env::var_os(emesh_common::names::ENV_NO_SIMD).is_none();
             STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
             ok
         }
@@ -151,14 +149,8 @@ mod tests {
         for n in [1usize, 7, 8, 9, 31, 64, 129, 1000] {
             let xs: Vec<Vec<f32>> = (0..4).map(|i| data(n, i)).collect();
             let ws: Vec<Vec<f32>> = (0..4).map(|i| data(n, 100 + i)).collect();
-            let reference: Vec<Vec<f32>> = xs
-                .iter()
-                .map(|x| {
-                    ws.iter()
-                        .map(|w| block_generic::<1, 1>([x], [w])[0][0])
-                        .collect()
-                })
-                .collect();
+            let reference: Vec<Vec<f32>> =
+                xs.iter().map(|x| ws.iter().map(|w| block_generic::<1, 1>([x], [w])[0][0]).collect()).collect();
             let b = block_4x3([&xs[0], &xs[1], &xs[2], &xs[3]], [&ws[0], &ws[1], &ws[2]]);
             let c = block_1x4([&xs[2]], [&ws[0], &ws[1], &ws[2], &ws[3]]);
             let d = block_4x1([&xs[0], &xs[1], &xs[2], &xs[3]], [&ws[3]]);
@@ -172,12 +164,13 @@ mod tests {
             for r in 0..4 {
                 assert_eq!(c[0][r].to_bits(), reference[2][r].to_bits());
             }
-            let exact: f64 = xs[0]
-                .iter()
-                .zip(&ws[0])
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
+            let exact: f64 = xs[0].iter().zip(&ws[0]).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((reference[0][0] as f64 - exact).abs() < 1e-4);
         }
     }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn has_avx2() -> bool {
+    false
 }

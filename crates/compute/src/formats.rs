@@ -54,9 +54,7 @@ const fn build_e4m3() -> [f32; 256] {
 pub static E4M3: [f32; 256] = build_e4m3();
 
 /// FP4 e2m1 magnitudes by code (bit 3 is the sign).
-pub const E2M1: [f32; 16] = [
-    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
-];
+pub const E2M1: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
 
 const fn build_fp4_pairs() -> [[f32; 2]; 256] {
     let mut t = [[0.0f32; 2]; 256];
@@ -350,9 +348,7 @@ mod tests {
     fn quantize_roundtrips_within_format_error() {
         let rows = 130;
         let cols = 96;
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i as f32 * 0.37).sin()) * 0.05)
-            .collect();
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.37).sin()) * 0.05).collect();
         let (codes, scales) = quantize_fp8_blocks(&w, rows, cols);
         assert_eq!(scales.len(), 2);
         for r in 0..rows {

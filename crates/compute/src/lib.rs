@@ -16,20 +16,21 @@ pub mod formats;
 pub mod matrix;
 pub mod ops;
 pub mod rope;
+#[cfg(target_arch = "x86_64")]
+pub mod simd;
 
 pub use matrix::{matmul, Weight, WeightError};
 pub use rope::RopeTable;
 
+/// Whether the AVX2 kernels are in use on this CPU (results are identical either way).
+pub fn simd_enabled() -> bool {
+    dot::has_avx2()
+}
+
 /// Configures the global compute thread pool once; later calls are no-ops.
 pub fn init_threads(threads: Option<usize>) {
     let n = threads
-        .or_else(|| {
-            std::env::var(emesh_common::names::ENV_THREADS)
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
+        .or_else(|| std::env::var(emesh_common::names::ENV_THREADS).ok().and_then(|v| v.parse().ok()))
         .unwrap_or(0);
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global();
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
 }

@@ -15,16 +15,13 @@ pub struct RopeTable {
 impl RopeTable {
     pub fn new(rope_dim: usize, theta: f64, yarn: Option<YarnConfig>) -> Self {
         let half = rope_dim / 2;
-        let base: Vec<f64> = (0..half)
-            .map(|i| 1.0 / theta.powf((2 * i) as f64 / rope_dim as f64))
-            .collect();
+        let base: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / rope_dim as f64)).collect();
         let inv_freq = match yarn {
             None => base,
             Some(y) => {
                 let dim = rope_dim as f64;
                 let corr = |n: f64| {
-                    dim * (y.original_max_position_embeddings / (n * 2.0 * std::f64::consts::PI))
-                        .ln()
+                    dim * (y.original_max_position_embeddings / (n * 2.0 * std::f64::consts::PI)).ln()
                         / (2.0 * theta.ln())
                 };
                 let lo = corr(y.beta_fast).floor().max(0.0);
@@ -82,12 +79,7 @@ mod tests {
 
     #[test]
     fn v4_yarn_table_matches_the_spec() {
-        let y = YarnConfig {
-            factor: 16.0,
-            original_max_position_embeddings: 65536.0,
-            beta_fast: 32.0,
-            beta_slow: 1.0,
-        };
+        let y = YarnConfig { factor: 16.0, original_max_position_embeddings: 65536.0, beta_fast: 32.0, beta_slow: 1.0 };
         let t = RopeTable::new(64, 160000.0, Some(y));
         let expect = [
             (0, 1.0),
@@ -101,11 +93,7 @@ mod tests {
             (31, 5.68053e-7),
         ];
         for (i, v) in expect {
-            assert!(
-                (t.inv_freq[i] - v).abs() / v < 2e-5,
-                "pair {i}: {} vs {v}",
-                t.inv_freq[i]
-            );
+            assert!((t.inv_freq[i] - v).abs() / v < 2e-5, "pair {i}: {} vs {v}", t.inv_freq[i]);
         }
     }
 

@@ -76,10 +76,7 @@ pub fn forward(
     }
 
     // Compressor and indexer projections for the whole batch.
-    let comp = w
-        .compressor
-        .as_ref()
-        .map(|c| (nx.linear(&c.wkv, x, t_all), nx.linear(&c.wgate, x, t_all)));
+    let comp = w.compressor.as_ref().map(|c| (nx.linear(&c.wkv, x, t_all), nx.linear(&c.wgate, x, t_all)));
     let idx = w.indexer.as_ref().map(|ix| {
         let (hi, di) = (cfg.index_n_heads, cfg.index_head_dim);
         let mut qi = nx.linear(&ix.wq_b, &cq, t_all);
@@ -100,12 +97,7 @@ pub fn forward(
         for v in weights.iter_mut() {
             *v *= sc;
         }
-        (
-            qi,
-            weights,
-            nx.linear(&ix.compressor.wkv, x, t_all),
-            nx.linear(&ix.compressor.wgate, x, t_all),
-        )
+        (qi, weights, nx.linear(&ix.compressor.wkv, x, t_all), nx.linear(&ix.compressor.wgate, x, t_all))
     });
 
     let mut o = vec![0.0f32; t_all * n_heads * hd];
@@ -202,13 +194,7 @@ pub fn forward(
                 let mut out = vec![0.0; n_heads * hd];
                 for h in 0..n_heads {
                     let qh = &q[(t * n_heads + h) * hd..(t * n_heads + h + 1) * hd];
-                    attend(
-                        qh,
-                        &keyset,
-                        scale,
-                        w.sink[h],
-                        &mut out[h * hd..(h + 1) * hd],
-                    );
+                    attend(qh, &keyset, scale, w.sink[h], &mut out[h * hd..(h + 1) * hd]);
                     rope.apply(&mut out[h * hd..(h + 1) * hd], -(p as f64));
                 }
                 (out, sel)
@@ -263,10 +249,7 @@ fn select(cfg: &ModelConfig, q: &[f32], weights: &[f32], keys: &[f32], n_vis: us
             s
         })
         .collect();
-    ops::topk_indices(&scores, cfg.index_topk)
-        .into_iter()
-        .map(|i| i as i64)
-        .collect()
+    ops::topk_indices(&scores, cfg.index_topk).into_iter().map(|i| i as i64).collect()
 }
 
 /// Softmax attention of one head over `keys` (K = V) with a sink logit in the denominator.

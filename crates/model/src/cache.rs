@@ -41,10 +41,7 @@ pub struct SeqCache {
 
 impl SeqCache {
     pub fn new(cfg: &ModelConfig) -> Self {
-        SeqCache {
-            pos: 0,
-            layers: vec![LayerCache::default(); cfg.num_layers],
-        }
+        SeqCache { pos: 0, layers: vec![LayerCache::default(); cfg.num_layers] }
     }
 
     /// Bytes held (f32 everywhere).
@@ -52,9 +49,7 @@ impl SeqCache {
         self.layers
             .iter()
             .map(|l| {
-                let c = |s: &CompressorState| {
-                    s.cur.len() + s.prev.as_ref().map_or(0, Vec::len) + s.entries.len()
-                };
+                let c = |s: &CompressorState| s.cur.len() + s.prev.as_ref().map_or(0, Vec::len) + s.entries.len();
                 (l.window.len() + c(&l.compressor) + c(&l.indexer)) * 4
             })
             .sum()

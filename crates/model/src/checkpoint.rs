@@ -93,11 +93,7 @@ impl RawTensor {
     }
 
     pub fn err(&self, reason: impl Into<String>) -> ModelError {
-        ModelError::Tensor {
-            path: self.path.clone(),
-            name: self.name.clone(),
-            reason: reason.into(),
-        }
+        ModelError::Tensor { path: self.path.clone(), name: self.name.clone(), reason: reason.into() }
     }
 }
 
@@ -114,33 +110,19 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Self> {
         let index = dir.join(INDEX);
         if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
-                path: index.clone(),
-                cause: source,
-            })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::Format {
-                    path: index.clone(),
-                    reason: e.to_string(),
-                })?;
+            let text = std::fs::read_to_string(&index)
+                .map_err(|source| ModelError::Io { path: index.clone(), cause: source })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Format { path: index.clone(), reason: e.to_string() })?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Format {
-                    path: index.clone(),
-                    reason: "no `weight_map` object".into(),
-                })?;
-            let mut files: Vec<String> = map
-                .values()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect();
+                .ok_or_else(|| ModelError::Format { path: index.clone(), reason: "no `weight_map` object".into() })?;
+            let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
             files.sort();
             files.dedup();
             if files.iter().any(|f| f.contains('/') || f.contains("..")) {
-                return Err(ModelError::Format {
-                    path: index,
-                    reason: "shard names must be plain file names".into(),
-                });
+                return Err(ModelError::Format { path: index, reason: "shard names must be plain file names".into() });
             }
             let ck = Self::open_files(&files.iter().map(|f| dir.join(f)).collect::<Vec<_>>())?;
             for (name, f) in map {
@@ -157,9 +139,7 @@ impl Checkpoint {
         if single.exists() {
             return Self::open_files(&[single]);
         }
-        Err(ModelError::NoCheckpoint {
-            dir: dir.to_path_buf(),
-        })
+        Err(ModelError::NoCheckpoint { dir: dir.to_path_buf() })
     }
 
     /// Opens explicit safetensors files as one checkpoint.
@@ -175,10 +155,7 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Checkpoint {
-            files: files.to_vec(),
-            tensors,
-        })
+        Ok(Checkpoint { files: files.to_vec(), tensors })
     }
 
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
@@ -199,39 +176,23 @@ impl Checkpoint {
 
     /// Total payload bytes of the named tensors (those present).
     pub fn bytes_of<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> u64 {
-        names
-            .into_iter()
-            .filter_map(|n| self.tensors.get(n))
-            .map(|i| i.len)
-            .sum()
+        names.into_iter().filter_map(|n| self.tensors.get(n)).map(|i| i.len).sum()
     }
 
     /// Reads the named tensors in parallel. A missing name is an error naming it.
     pub fn read(&self, names: &[String], progress: bool) -> Result<HashMap<String, RawTensor>> {
         for n in names {
             if !self.tensors.contains_key(n) {
-                return Err(ModelError::Missing {
-                    name: n.clone(),
-                    hint: format!(" (files: {})", self.file_list()),
-                });
+                return Err(ModelError::Missing { name: n.clone(), hint: format!(" (files: {})", self.file_list()) });
             }
         }
         let total: u64 = self.bytes_of(names);
-        let bar = if progress {
-            Some(progress_bar(total))
-        } else {
-            None
-        };
+        let bar = if progress { Some(progress_bar(total)) } else { None };
         let done = AtomicU64::new(0);
         let handles: Vec<File> = self
             .files
             .iter()
-            .map(|p| {
-                File::open(p).map_err(|source| ModelError::Io {
-                    path: p.clone(),
-                    cause: source,
-                })
-            })
+            .map(|p| File::open(p).map_err(|source| ModelError::Io { path: p.clone(), cause: source }))
             .collect::<Result<_>>()?;
         let out: Result<Vec<(String, RawTensor)>> = names
             .par_iter()
@@ -241,10 +202,7 @@ impl Checkpoint {
                 let mut data = vec![0u8; info.len as usize];
                 handles[info.file]
                     .read_exact_at(&mut data, info.offset)
-                    .map_err(|source| ModelError::Io {
-                        path: path.clone(),
-                        cause: source,
-                    })?;
+                    .map_err(|source| ModelError::Io { path: path.clone(), cause: source })?;
                 let d = done.fetch_add(info.len, Ordering::Relaxed) + info.len;
                 if let Some(b) = &bar {
                     b.set_position(d);
@@ -268,11 +226,7 @@ impl Checkpoint {
     }
 
     fn file_list(&self) -> String {
-        self.files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -287,55 +241,29 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 }
 
 fn read_header(path: &Path, file: usize) -> Result<Vec<(String, TensorInfo)>> {
-    let fmt = |reason: String| ModelError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let f = File::open(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        cause: source,
-    })?;
-    let file_len = f
-        .metadata()
-        .map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            cause: source,
-        })?
-        .len();
+    let fmt = |reason: String| ModelError::Format { path: path.to_path_buf(), reason };
+    let f = File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), cause: source })?;
+    let file_len = f.metadata().map_err(|source| ModelError::Io { path: path.to_path_buf(), cause: source })?.len();
     let mut len8 = [0u8; 8];
-    f.read_exact_at(&mut len8, 0)
-        .map_err(|_| fmt(format!("file is {file_len} bytes, too short for a header")))?;
+    f.read_exact_at(&mut len8, 0).map_err(|_| fmt(format!("file is {file_len} bytes, too short for a header")))?;
     let hlen = u64::from_le_bytes(len8);
     if hlen > 100 << 20 || 8 + hlen > file_len {
-        return Err(fmt(format!(
-            "header length {hlen} does not fit in a {file_len}-byte file"
-        )));
+        return Err(fmt(format!("header length {hlen} does not fit in a {file_len}-byte file")));
     }
     let mut header = vec![0u8; hlen as usize];
-    f.read_exact_at(&mut header, 8)
-        .map_err(|e| fmt(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| fmt(format!("header is not valid JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| fmt("header is not a JSON object".into()))?;
+    f.read_exact_at(&mut header, 8).map_err(|e| fmt(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| fmt(format!("header is not valid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| fmt("header is not a JSON object".into()))?;
     let base = 8 + hlen;
     let mut out = Vec::with_capacity(obj.len());
     for (name, t) in obj {
         if name == "__metadata__" {
             continue;
         }
-        let terr = |reason: String| ModelError::Tensor {
-            path: path.to_path_buf(),
-            name: name.clone(),
-            reason,
-        };
-        let dtype_s = t
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| terr("no dtype".into()))?;
-        let dtype =
-            Dtype::parse(dtype_s).ok_or_else(|| terr(format!("unsupported dtype {dtype_s}")))?;
+        let terr = |reason: String| ModelError::Tensor { path: path.to_path_buf(), name: name.clone(), reason };
+        let dtype_s = t.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| terr("no dtype".into()))?;
+        let dtype = Dtype::parse(dtype_s).ok_or_else(|| terr(format!("unsupported dtype {dtype_s}")))?;
         let shape: Vec<usize> = t
             .get("shape")
             .and_then(|s| s.as_array())
@@ -350,10 +278,8 @@ fn read_header(path: &Path, file: usize) -> Result<Vec<(String, TensorInfo)>> {
             .filter(|a| a.len() == 2)
             .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
             .ok_or_else(|| terr("data_offsets must be two integers".into()))?;
-        let numel = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| terr("shape overflows".into()))?;
+        let numel =
+            shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| terr("shape overflows".into()))?;
         let want = (numel * dtype.size()) as u64;
         if offs.1 < offs.0 || offs.1 - offs.0 != want {
             return Err(terr(format!(
@@ -368,16 +294,7 @@ fn read_header(path: &Path, file: usize) -> Result<Vec<(String, TensorInfo)>> {
                 base + offs.1
             )));
         }
-        out.push((
-            name.clone(),
-            TensorInfo {
-                dtype,
-                shape,
-                file,
-                offset: base + offs.0,
-                len: want,
-            },
-        ));
+        out.push((name.clone(), TensorInfo { dtype, shape, file, offset: base + offs.0, len: want }));
     }
     Ok(out)
 }

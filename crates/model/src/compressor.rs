@@ -24,12 +24,7 @@ pub fn update(
         let p = p0 + i;
         st.cur.extend_from_slice(&kv[i * oc..(i + 1) * oc]);
         let ape = &w.ape[(p % m) * oc..(p % m + 1) * oc];
-        st.cur.extend(
-            gate[i * oc..(i + 1) * oc]
-                .iter()
-                .zip(ape)
-                .map(|(g, a)| g + a),
-        );
+        st.cur.extend(gate[i * oc..(i + 1) * oc].iter().zip(ape).map(|(g, a)| g + a));
         if st.cur.len() == m * 2 * oc {
             let idx = st.n_entries(w.width);
             let mut e = pool(w, &st.cur, st.prev.as_deref());
@@ -106,9 +101,7 @@ mod tests {
     }
 
     fn proj(n: usize, oc: usize, seed: f32) -> Vec<f32> {
-        (0..n * oc)
-            .map(|i| (i as f32 * 0.731 + seed).sin())
-            .collect()
+        (0..n * oc).map(|i| (i as f32 * 0.731 + seed).sin()).collect()
     }
 
     #[test]
@@ -128,36 +121,19 @@ mod tests {
             for p in 0..n {
                 let before = step.n_entries(8);
                 let mut f = |_: &mut [f32], idx: usize| assert_eq!(idx, p / ratio);
-                update(
-                    &w,
-                    &kv[p * oc..(p + 1) * oc],
-                    &g[p * oc..(p + 1) * oc],
-                    p,
-                    &mut step,
-                    &mut f,
-                );
+                update(&w, &kv[p * oc..(p + 1) * oc], &g[p * oc..(p + 1) * oc], p, &mut step, &mut f);
                 if step.n_entries(8) > before {
                     emitted_at.push(p);
                 }
             }
             let expect: Vec<usize> = (0..n).filter(|p| (p + 1) % ratio == 0).collect();
             assert_eq!(emitted_at, expect);
-            assert_eq!(
-                whole.entries, step.entries,
-                "token-by-token differs from whole"
-            );
+            assert_eq!(whole.entries, step.entries, "token-by-token differs from whole");
             // Uneven chunks.
             let mut chunked = CompressorState::default();
             let mut p = 0;
             for len in [3, 7, 1, 13, 26] {
-                update(
-                    &w,
-                    &kv[p * oc..(p + len) * oc],
-                    &g[p * oc..(p + len) * oc],
-                    p,
-                    &mut chunked,
-                    &mut finish,
-                );
+                update(&w, &kv[p * oc..(p + len) * oc], &g[p * oc..(p + len) * oc], p, &mut chunked, &mut finish);
                 p += len;
             }
             assert_eq!(whole.entries, chunked.entries);

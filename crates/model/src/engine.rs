@@ -74,26 +74,13 @@ pub struct LoadOptions {
 impl Engine {
     pub fn new(cfg: ModelConfig, weights: ModelWeights, numerics: Numerics) -> Self {
         let main_rope = RopeTable::new(cfg.rope_dim, cfg.main_rope.theta, cfg.main_rope.yarn);
-        let compress_rope = RopeTable::new(
-            cfg.rope_dim,
-            cfg.compress_rope.theta,
-            cfg.compress_rope.yarn,
-        );
-        Engine {
-            cfg,
-            weights,
-            numerics,
-            main_rope,
-            compress_rope,
-        }
+        let compress_rope = RopeTable::new(cfg.rope_dim, cfg.compress_rope.theta, cfg.compress_rope.yarn);
+        Engine { cfg, weights, numerics, main_rope, compress_rope }
     }
 
     /// Loads the whole model from a checkpoint folder.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
-        let cfg_path = opts
-            .config
-            .clone()
-            .unwrap_or_else(|| dir.join("config.json"));
+        let cfg_path = opts.config.clone().unwrap_or_else(|| dir.join("config.json"));
         let cfg = ModelConfig::from_file(&cfg_path)?;
         let ck = match &opts.files {
             Some(f) => Checkpoint::open_files(f)?,
@@ -103,11 +90,7 @@ impl Engine {
         if let Some(budget) = opts.memory_budget {
             let need = ck.bytes_of(&weights::tensor_names(&cfg, &shard, &ck));
             if need > budget {
-                return Err(ModelError::Budget {
-                    what: format!("the model in {}", dir.display()),
-                    need,
-                    budget,
-                });
+                return Err(ModelError::Budget { what: format!("the model in {}", dir.display()), need, budget });
             }
         }
         let w = weights::load(&cfg, &shard, &ck, opts.progress)?;
@@ -120,11 +103,7 @@ impl Engine {
 
     /// Runs one forward over a batch; returns, per sequence, its requested logits
     /// (`[rows, vocab]` flattened; empty for `Logits::None`).
-    pub fn forward(
-        &self,
-        seqs: &mut [Seq],
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(&self, seqs: &mut [Seq], mut trace: Option<&mut Trace>) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let (d, hcm) = (cfg.hidden_size, cfg.hc_mult);
         let (eps, hc_eps) = (cfg.rms_norm_eps as f32, cfg.hc_eps as f32);
@@ -138,25 +117,13 @@ impl Engine {
                 )));
             }
             if s.cache.layers.len() != cfg.num_layers {
-                return Err(ModelError::Invalid(
-                    "sequence cache was made for another model".into(),
-                ));
+                return Err(ModelError::Invalid("sequence cache was made for another model".into()));
             }
-            spans.push(Span {
-                start: tokens.len(),
-                len: s.tokens.len(),
-                pos0: s.cache.pos,
-            });
+            spans.push(Span { start: tokens.len(), len: s.tokens.len(), pos0: s.cache.pos });
             tokens.extend_from_slice(s.tokens);
         }
         let n = tokens.len();
-        let dims = hc::HcDims {
-            hc: hcm,
-            d,
-            iters: cfg.hc_sinkhorn_iters,
-            hc_eps,
-            norm_eps: eps,
-        };
+        let dims = hc::HcDims { hc: hcm, d, iters: cfg.hc_sinkhorn_iters, hc_eps, norm_eps: eps };
         let mut x = vec![0.0f32; n * hcm * d];
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * hcm * d..(t + 1) * hcm * d];
@@ -166,36 +133,19 @@ impl Engine {
             }
         }
         if let Some(tr) = trace.as_deref_mut() {
-            tr.embed = x
-                .chunks_exact(hcm * d)
-                .flat_map(|r| r[..d].to_vec())
-                .collect();
+            tr.embed = x.chunks_exact(hcm * d).flat_map(|r| r[..d].to_vec()).collect();
             tr.layers.clear();
         }
         for (li, lw) in self.weights.layers.iter().enumerate() {
             let mut lt = trace.is_some().then(LayerTrace::default);
             let (mut a, mix) = hc::pre(&x, n, dims, &lw.hc_attn);
             ops::rms_norm_rows(&mut a, d, Some(&lw.attn_norm), eps);
-            let rope = if lw.attn.kind.has_compressor() {
-                &self.compress_rope
-            } else {
-                &self.main_rope
-            };
-            let ctx = AttnCtx {
-                cfg,
-                rope,
-                numerics: self.numerics,
-            };
+            let rope = if lw.attn.kind.has_compressor() { &self.compress_rope } else { &self.main_rope };
+            let ctx = AttnCtx { cfg, rope, numerics: self.numerics };
             let mut caches: Vec<&mut crate::cache::LayerCache> =
                 seqs.iter_mut().map(|s| &mut s.cache.layers[li]).collect();
-            let partials = attention::forward(
-                &ctx,
-                &lw.attn,
-                &a,
-                &spans,
-                &mut caches,
-                lt.as_mut().map(|l| &mut l.indexer),
-            );
+            let partials =
+                attention::forward(&ctx, &lw.attn, &a, &spans, &mut caches, lt.as_mut().map(|l| &mut l.indexer));
             let u = sum_in_order(&partials, n * d);
             hc::post(&mut x, &u, &mix, hcm, d);
             let (mut b, mix) = hc::pre(&x, n, dims, &lw.hc_ffn);

@@ -59,20 +59,10 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
         inter,
         vocab,
     ) = match name {
-        "tiny" => (
-            128, 5, 4, 64, 16, 256, 2, 32, 16, 16, 8, 32, 6, 8, 2, 64, 1000,
-        ),
-        "small" => (
-            512, 8, 8, 128, 32, 256, 4, 128, 64, 32, 8, 64, 32, 64, 6, 192, 129280,
-        ),
-        "medium" => (
-            1024, 8, 16, 128, 32, 512, 8, 256, 128, 64, 16, 64, 64, 64, 6, 512, 129280,
-        ),
-        _ => {
-            return Err(ModelError::Invalid(format!(
-                "unknown preset `{name}` (expected one of {PRESETS:?})"
-            )))
-        }
+        "tiny" => (128, 5, 4, 64, 16, 256, 2, 32, 16, 16, 8, 32, 6, 8, 2, 64, 1000),
+        "small" => (512, 8, 8, 128, 32, 256, 4, 128, 64, 32, 8, 64, 32, 64, 6, 192, 129280),
+        "medium" => (1024, 8, 16, 128, 32, 512, 8, 256, 128, 64, 16, 64, 64, 64, 6, 512, 129280),
+        _ => return Err(ModelError::Invalid(format!("unknown preset `{name}` (expected one of {PRESETS:?})"))),
     };
     let mut ratios: Vec<usize> = (0..layers)
         .map(|i| {
@@ -163,39 +153,20 @@ fn inventory(cfg: &ModelConfig) -> Vec<Item> {
             name,
             shape: vec![rows, cols],
             role,
-            init: Init::Normal {
-                mean: 0.0,
-                std: 1.0 / (cols as f32).sqrt(),
-            },
+            init: Init::Normal { mean: 0.0, std: 1.0 / (cols as f32).sqrt() },
         })
     };
     let norm = |v: &mut Vec<Item>, name: String, n: usize| {
-        v.push(Item {
-            name,
-            shape: vec![n],
-            role: Role::Small,
-            init: Init::Normal {
-                mean: 1.0,
-                std: 0.1,
-            },
-        })
+        v.push(Item { name, shape: vec![n], role: Role::Small, init: Init::Normal { mean: 1.0, std: 0.1 } })
     };
     let exact = |v: &mut Vec<Item>, name: String, shape: Vec<usize>, init: Init| {
-        v.push(Item {
-            name,
-            shape,
-            role: Role::Exact,
-            init,
-        })
+        v.push(Item { name, shape, role: Role::Exact, init })
     };
     v.push(Item {
         name: "embed.weight".into(),
         shape: vec![cfg.vocab_size, d],
         role: Role::Small,
-        init: Init::Normal {
-            mean: 0.0,
-            std: 1.0,
-        },
+        init: Init::Normal { mean: 0.0, std: 1.0 },
     });
     for i in 0..cfg.num_layers {
         let p = format!("layers.{i}.");
@@ -203,46 +174,13 @@ fn inventory(cfg: &ModelConfig) -> Vec<Item> {
         norm(&mut v, format!("{p}ffn_norm.weight"), d);
         for h in ["hc_attn", "hc_ffn"] {
             let n = hc * (hc + 2);
-            exact(
-                &mut v,
-                format!("{p}{h}_fn"),
-                vec![n, hc * d],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.05,
-                },
-            );
-            exact(
-                &mut v,
-                format!("{p}{h}_base"),
-                vec![n],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.3,
-                },
-            );
-            exact(
-                &mut v,
-                format!("{p}{h}_scale"),
-                vec![3],
-                Init::Uniform { lo: 0.6, hi: 1.3 },
-            );
+            exact(&mut v, format!("{p}{h}_fn"), vec![n, hc * d], Init::Normal { mean: 0.0, std: 0.05 });
+            exact(&mut v, format!("{p}{h}_base"), vec![n], Init::Normal { mean: 0.0, std: 0.3 });
+            exact(&mut v, format!("{p}{h}_scale"), vec![3], Init::Uniform { lo: 0.6, hi: 1.3 });
         }
-        lin(
-            &mut v,
-            format!("{p}attn.wq_a.weight"),
-            cfg.q_lora_rank,
-            d,
-            Role::Linear,
-        );
+        lin(&mut v, format!("{p}attn.wq_a.weight"), cfg.q_lora_rank, d, Role::Linear);
         norm(&mut v, format!("{p}attn.q_norm.weight"), cfg.q_lora_rank);
-        lin(
-            &mut v,
-            format!("{p}attn.wq_b.weight"),
-            cfg.num_heads * hd,
-            cfg.q_lora_rank,
-            Role::Linear,
-        );
+        lin(&mut v, format!("{p}attn.wq_b.weight"), cfg.num_heads * hd, cfg.q_lora_rank, Role::Linear);
         lin(&mut v, format!("{p}attn.wkv.weight"), hd, d, Role::Linear);
         norm(&mut v, format!("{p}attn.kv_norm.weight"), hd);
         lin(
@@ -252,35 +190,13 @@ fn inventory(cfg: &ModelConfig) -> Vec<Item> {
             cfg.heads_per_group() * hd,
             Role::Linear,
         );
-        lin(
-            &mut v,
-            format!("{p}attn.wo_b.weight"),
-            d,
-            cfg.o_groups * cfg.o_lora_rank,
-            Role::Linear,
-        );
-        exact(
-            &mut v,
-            format!("{p}attn.attn_sink"),
-            vec![cfg.num_heads],
-            Init::Normal {
-                mean: -0.8,
-                std: 1.0,
-            },
-        );
+        lin(&mut v, format!("{p}attn.wo_b.weight"), d, cfg.o_groups * cfg.o_lora_rank, Role::Linear);
+        exact(&mut v, format!("{p}attn.attn_sink"), vec![cfg.num_heads], Init::Normal { mean: -0.8, std: 1.0 });
         let kind = cfg.attn_kind(i);
         let comp = |v: &mut Vec<Item>, prefix: String, ratio: usize, oc: usize, c: usize| {
             lin(v, format!("{prefix}.wkv.weight"), oc, d, Role::Small);
             lin(v, format!("{prefix}.wgate.weight"), oc, d, Role::Small);
-            exact(
-                v,
-                format!("{prefix}.ape"),
-                vec![ratio, oc],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.5,
-                },
-            );
+            exact(v, format!("{prefix}.ape"), vec![ratio, oc], Init::Normal { mean: 0.0, std: 0.5 });
             norm(v, format!("{prefix}.norm.weight"), c);
         };
         match kind {
@@ -288,27 +204,9 @@ fn inventory(cfg: &ModelConfig) -> Vec<Item> {
             AttnKind::Csa { ratio } => {
                 comp(&mut v, format!("{p}attn.compressor"), ratio, 2 * hd, hd);
                 let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
-                lin(
-                    &mut v,
-                    format!("{p}attn.indexer.wq_b.weight"),
-                    ih * id,
-                    cfg.q_lora_rank,
-                    Role::Linear,
-                );
-                lin(
-                    &mut v,
-                    format!("{p}attn.indexer.weights_proj.weight"),
-                    ih,
-                    d,
-                    Role::Small,
-                );
-                comp(
-                    &mut v,
-                    format!("{p}attn.indexer.compressor"),
-                    ratio,
-                    2 * id,
-                    id,
-                );
+                lin(&mut v, format!("{p}attn.indexer.wq_b.weight"), ih * id, cfg.q_lora_rank, Role::Linear);
+                lin(&mut v, format!("{p}attn.indexer.weights_proj.weight"), ih, d, Role::Small);
+                comp(&mut v, format!("{p}attn.indexer.compressor"), ratio, 2 * id, id);
             }
             AttnKind::Hca { ratio } => comp(&mut v, format!("{p}attn.compressor"), ratio, hd, hd),
         }
@@ -317,78 +215,33 @@ fn inventory(cfg: &ModelConfig) -> Vec<Item> {
             name: format!("{p}ffn.gate.weight"),
             shape: vec![e, d],
             role: Role::Small,
-            init: Init::Normal {
-                mean: 0.0,
-                std: 1.0 / (d as f32).sqrt(),
-            },
+            init: Init::Normal { mean: 0.0, std: 1.0 / (d as f32).sqrt() },
         });
         match cfg.moe_kind(i) {
             MoeKind::Hash => v.push(Item {
                 name: format!("{p}ffn.gate.tid2eid"),
                 shape: vec![cfg.vocab_size, cfg.num_experts_per_tok],
                 role: Role::Index,
-                init: Init::Tid2eid {
-                    experts: e,
-                    k: cfg.num_experts_per_tok,
-                },
+                init: Init::Tid2eid { experts: e, k: cfg.num_experts_per_tok },
             }),
-            MoeKind::Learned => exact(
-                &mut v,
-                format!("{p}ffn.gate.bias"),
-                vec![e],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.08,
-                },
-            ),
+            MoeKind::Learned => {
+                exact(&mut v, format!("{p}ffn.gate.bias"), vec![e], Init::Normal { mean: 0.0, std: 0.08 })
+            }
         }
         let inter = cfg.moe_intermediate_size;
         for (w, r, c) in [("w1", inter, d), ("w2", d, inter), ("w3", inter, d)] {
-            lin(
-                &mut v,
-                format!("{p}ffn.shared_experts.{w}.weight"),
-                r,
-                c,
-                Role::Linear,
-            );
+            lin(&mut v, format!("{p}ffn.shared_experts.{w}.weight"), r, c, Role::Linear);
         }
         for x in 0..e {
             for (w, r, c) in [("w1", inter, d), ("w2", d, inter), ("w3", inter, d)] {
-                lin(
-                    &mut v,
-                    format!("{p}ffn.experts.{x}.{w}.weight"),
-                    r,
-                    c,
-                    Role::Expert,
-                );
+                lin(&mut v, format!("{p}ffn.experts.{x}.{w}.weight"), r, c, Role::Expert);
             }
         }
     }
     norm(&mut v, "norm.weight".into(), d);
-    exact(
-        &mut v,
-        "hc_head_fn".into(),
-        vec![hc, hc * d],
-        Init::Normal {
-            mean: 0.0,
-            std: 0.05,
-        },
-    );
-    exact(
-        &mut v,
-        "hc_head_base".into(),
-        vec![hc],
-        Init::Normal {
-            mean: 0.0,
-            std: 0.3,
-        },
-    );
-    exact(
-        &mut v,
-        "hc_head_scale".into(),
-        vec![1],
-        Init::Uniform { lo: 0.6, hi: 1.3 },
-    );
+    exact(&mut v, "hc_head_fn".into(), vec![hc, hc * d], Init::Normal { mean: 0.0, std: 0.05 });
+    exact(&mut v, "hc_head_base".into(), vec![hc], Init::Normal { mean: 0.0, std: 0.3 });
+    exact(&mut v, "hc_head_scale".into(), vec![1], Init::Uniform { lo: 0.6, hi: 1.3 });
     lin(&mut v, "head.weight".into(), cfg.vocab_size, d, Role::Small);
     v
 }
@@ -433,9 +286,7 @@ fn values(item: &Item, seed: u64) -> Vec<f32> {
     let mut rng = Rng::for_tensor(seed, &item.name);
     match item.init {
         Init::Normal { mean, std } => rng.normals(n, mean, std),
-        Init::Uniform { lo, hi } => (0..n)
-            .map(|_| lo + (hi - lo) * rng.uniform() as f32)
-            .collect(),
+        Init::Uniform { lo, hi } => (0..n).map(|_| lo + (hi - lo) * rng.uniform() as f32).collect(),
         Init::Tid2eid { .. } => vec![],
     }
 }
@@ -471,25 +322,16 @@ fn specs(items: &[Item], dtype: GenDtype) -> Vec<(TensorSpec, Option<TensorSpec>
             let (r, c) = (it.shape[0], it.shape.get(1).copied().unwrap_or(1));
             let t = |dt: Dtype, shape: &[usize]| TensorSpec::new(it.name.clone(), dt, shape);
             let scale = |shape: &[usize]| {
-                Some(TensorSpec::new(
-                    it.name.trim_end_matches(".weight").to_string() + ".scale",
-                    Dtype::F8E8M0,
-                    shape,
-                ))
+                Some(TensorSpec::new(it.name.trim_end_matches(".weight").to_string() + ".scale", Dtype::F8E8M0, shape))
             };
             match (it.role, dtype) {
                 (Role::Index, _) => (t(Dtype::I64, &it.shape), None),
                 (Role::Exact, _) | (_, GenDtype::F32) => (t(Dtype::F32, &it.shape), None),
-                (_, GenDtype::Bf16) | (Role::Small, GenDtype::Fp8) => {
-                    (t(Dtype::BF16, &it.shape), None)
+                (_, GenDtype::Bf16) | (Role::Small, GenDtype::Fp8) => (t(Dtype::BF16, &it.shape), None),
+                (Role::Linear, GenDtype::Fp8) => {
+                    (t(Dtype::F8E4M3, &it.shape), scale(&[r.div_ceil(128), c.div_ceil(128)]))
                 }
-                (Role::Linear, GenDtype::Fp8) => (
-                    t(Dtype::F8E4M3, &it.shape),
-                    scale(&[r.div_ceil(128), c.div_ceil(128)]),
-                ),
-                (Role::Expert, GenDtype::Fp8) => {
-                    (t(Dtype::I8, &[r, c / 2]), scale(&[r, c.div_ceil(32)]))
-                }
+                (Role::Expert, GenDtype::Fp8) => (t(Dtype::I8, &[r, c / 2]), scale(&[r, c.div_ceil(32)])),
             }
         })
         .collect()
@@ -514,19 +356,11 @@ pub fn generate(
     on_progress: impl FnMut(u64),
 ) -> Result<GenReport> {
     let mut cfg = cfg.clone();
-    cfg.weight_format = if dtype == GenDtype::Fp8 {
-        WeightFormat::Fp8
-    } else {
-        WeightFormat::Dense
-    };
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-        path: dir.to_path_buf(),
-        cause: source,
-    })?;
+    cfg.weight_format = if dtype == GenDtype::Fp8 { WeightFormat::Fp8 } else { WeightFormat::Dense };
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), cause: source })?;
     let items = inventory(&cfg);
     let pairs = specs(&items, dtype);
-    let by_name: std::collections::HashMap<&str, &Item> =
-        items.iter().map(|i| (i.name.as_str(), i)).collect();
+    let by_name: std::collections::HashMap<&str, &Item> = items.iter().map(|i| (i.name.as_str(), i)).collect();
     let mut flat = Vec::new();
     for (w, s) in &pairs {
         if let Some(s) = s {
@@ -549,10 +383,7 @@ pub fn generate(
         let (r, c) = (item.shape[0], item.shape.get(1).copied().unwrap_or(1));
         match (spec.dtype, is_scale) {
             (Dtype::F32, _) => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            (Dtype::BF16, _) => vals
-                .iter()
-                .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
-                .collect(),
+            (Dtype::BF16, _) => vals.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
             (Dtype::F8E4M3, _) => quantize_fp8_blocks(&vals, r, c).0,
             (Dtype::I8, _) => quantize_fp4_rows(&vals, r, c).0,
             (Dtype::F8E8M0, true) if item.role == Role::Expert => quantize_fp4_rows(&vals, r, c).1,
@@ -563,28 +394,13 @@ pub fn generate(
     let bytes: u64 = flat.iter().map(TensorSpec::bytes).sum();
     let shards = write_sharded(dir, &flat, shard_bytes, &fill, on_progress)?;
     let cfg_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&cfg.to_official_json())
-        .map_err(|e| ModelError::Invalid(e.to_string()))?;
-    std::fs::write(&cfg_path, text + "\n").map_err(|source| ModelError::Io {
-        path: cfg_path,
-        cause: source,
-    })?;
-    let parameters = items
-        .iter()
-        .map(|i| i.shape.iter().product::<usize>() as u64)
-        .sum();
-    Ok(GenReport {
-        parameters,
-        tensors: flat.len(),
-        bytes,
-        shards,
-    })
+    let text = serde_json::to_string_pretty(&cfg.to_official_json()).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    std::fs::write(&cfg_path, text + "\n").map_err(|source| ModelError::Io { path: cfg_path, cause: source })?;
+    let parameters = items.iter().map(|i| i.shape.iter().product::<usize>() as u64).sum();
+    Ok(GenReport { parameters, tensors: flat.len(), bytes, shards })
 }
 
 /// Logical parameter count of a config (every FP4 value counts as one).
 pub fn parameter_count(cfg: &ModelConfig) -> u64 {
-    inventory(cfg)
-        .iter()
-        .map(|i| i.shape.iter().product::<usize>() as u64)
-        .sum()
+    inventory(cfg).iter().map(|i| i.shape.iter().product::<usize>() as u64).sum()
 }

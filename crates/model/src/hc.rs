@@ -46,35 +46,18 @@ pub struct HcDims {
 
 /// `HcPre`: returns the collapsed inputs `[n, d]` and each token's post/comb mix.
 pub fn pre(x: &[f32], n: usize, dims: HcDims, w: &HcWeights) -> (Vec<f32>, Vec<HcMix>) {
-    let HcDims {
-        hc,
-        d,
-        iters,
-        hc_eps,
-        norm_eps,
-    } = dims;
+    let HcDims { hc, d, iters, hc_eps, norm_eps } = dims;
     let mu = mixes(x, n, w, norm_eps);
     let stride = w.fn_.rows();
     let mut a = vec![0.0; n * d];
     let mut mix = Vec::with_capacity(n);
     for t in 0..n {
         let m = &mu[t * stride..(t + 1) * stride];
-        let pre: Vec<f32> = (0..hc)
-            .map(|j| ops::sigmoid(m[j] * w.scale[0] + w.base[j]) + hc_eps)
-            .collect();
-        let post: Vec<f32> = (0..hc)
-            .map(|j| 2.0 * ops::sigmoid(m[hc + j] * w.scale[1] + w.base[hc + j]))
-            .collect();
-        let mut comb: Vec<f32> = (0..hc * hc)
-            .map(|i| m[2 * hc + i] * w.scale[2] + w.base[2 * hc + i])
-            .collect();
+        let pre: Vec<f32> = (0..hc).map(|j| ops::sigmoid(m[j] * w.scale[0] + w.base[j]) + hc_eps).collect();
+        let post: Vec<f32> = (0..hc).map(|j| 2.0 * ops::sigmoid(m[hc + j] * w.scale[1] + w.base[hc + j])).collect();
+        let mut comb: Vec<f32> = (0..hc * hc).map(|i| m[2 * hc + i] * w.scale[2] + w.base[2 * hc + i]).collect();
         ops::sinkhorn(&mut comb, hc, iters, hc_eps);
-        collapse(
-            &x[t * hc * d..(t + 1) * hc * d],
-            &pre,
-            d,
-            &mut a[t * d..(t + 1) * d],
-        );
+        collapse(&x[t * hc * d..(t + 1) * hc * d], &pre, d, &mut a[t * d..(t + 1) * d]);
         mix.push(HcMix { post, comb });
     }
     (a, mix)
@@ -103,28 +86,13 @@ pub fn post(x: &mut [f32], u: &[f32], mix: &[HcMix], hc: usize, d: usize) {
 }
 
 /// `HcHead`: the final sigmoid-weighted collapse, `[n, d]`.
-pub fn head(
-    x: &[f32],
-    n: usize,
-    hc: usize,
-    d: usize,
-    w: &HcWeights,
-    hc_eps: f32,
-    norm_eps: f32,
-) -> Vec<f32> {
+pub fn head(x: &[f32], n: usize, hc: usize, d: usize, w: &HcWeights, hc_eps: f32, norm_eps: f32) -> Vec<f32> {
     let mu = mixes(x, n, w, norm_eps);
     let mut y = vec![0.0; n * d];
     for t in 0..n {
         let m = &mu[t * hc..(t + 1) * hc];
-        let pre: Vec<f32> = (0..hc)
-            .map(|j| ops::sigmoid(m[j] * w.scale[0] + w.base[j]) + hc_eps)
-            .collect();
-        collapse(
-            &x[t * hc * d..(t + 1) * hc * d],
-            &pre,
-            d,
-            &mut y[t * d..(t + 1) * d],
-        );
+        let pre: Vec<f32> = (0..hc).map(|j| ops::sigmoid(m[j] * w.scale[0] + w.base[j]) + hc_eps).collect();
+        collapse(&x[t * hc * d..(t + 1) * hc * d], &pre, d, &mut y[t * d..(t + 1) * d]);
     }
     y
 }

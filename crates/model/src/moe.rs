@@ -19,23 +19,14 @@ pub struct Route {
 }
 
 /// Router scores and choices for `n` tokens of normalised input `x`.
-pub fn route(
-    cfg: &ModelConfig,
-    w: &MoeWeights,
-    x: &[f32],
-    tokens: &[u32],
-    nx: Numerics,
-) -> Vec<Route> {
+pub fn route(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], tokens: &[u32], nx: Numerics) -> Vec<Route> {
     let e = cfg.n_routed_experts;
     let k = cfg.num_experts_per_tok;
     let n = tokens.len();
     let logits = nx.linear(&w.gate, x, n);
     (0..n)
         .map(|t| {
-            let s: Vec<f32> = logits[t * e..(t + 1) * e]
-                .iter()
-                .map(|&l| ops::softplus(l).sqrt())
-                .collect();
+            let s: Vec<f32> = logits[t * e..(t + 1) * e].iter().map(|&l| ops::softplus(l).sqrt()).collect();
             let ids: Vec<u32> = match (&w.tid2eid, &w.bias) {
                 (Some(table), _) => {
                     let tok = (tokens[t] as usize).min(cfg.vocab_size - 1);
@@ -45,15 +36,9 @@ pub fn route(
                 }
                 (None, Some(bias)) => {
                     let biased: Vec<f32> = s.iter().zip(bias).map(|(a, b)| a + b).collect();
-                    ops::topk_indices(&biased, k)
-                        .into_iter()
-                        .map(|i| i as u32)
-                        .collect()
+                    ops::topk_indices(&biased, k).into_iter().map(|i| i as u32).collect()
                 }
-                (None, None) => ops::topk_indices(&s, k)
-                    .into_iter()
-                    .map(|i| i as u32)
-                    .collect(),
+                (None, None) => ops::topk_indices(&s, k).into_iter().map(|i| i as u32).collect(),
             };
             let mut denom = 0.0;
             for &i in &ids {
@@ -61,10 +46,7 @@ pub fn route(
             }
             let scale = cfg.routed_scaling_factor as f32;
             let weights = ids.iter().map(|&i| s[i as usize] / denom * scale).collect();
-            Route {
-                experts: ids,
-                weights,
-            }
+            Route { experts: ids, weights }
         })
         .collect()
 }
@@ -84,11 +66,7 @@ pub fn expert_forward(
     let lim = cfg.swiglu_limit as f32;
     let inter = w.w1.rows();
     for (i, (gv, &uv)) in g.iter_mut().zip(&u).enumerate() {
-        let (a, b) = if lim > 0.0 {
-            (gv.min(lim), uv.clamp(-lim, lim))
-        } else {
-            (*gv, uv)
-        };
+        let (a, b) = if lim > 0.0 { (gv.min(lim), uv.clamp(-lim, lim)) } else { (*gv, uv) };
         *gv = ops::silu(a) * b;
         if let Some(s) = pre_scale {
             *gv *= s[i / inter];
@@ -106,13 +84,7 @@ pub struct ExpertOut {
 
 /// Runs every held expert on the tokens routed to it (weights applied per the numerics mode:
 /// after `w2` in exact mode by [`combine`], before it in official mode).
-pub fn run_experts(
-    cfg: &ModelConfig,
-    w: &MoeWeights,
-    x: &[f32],
-    routes: &[Route],
-    nx: Numerics,
-) -> Vec<ExpertOut> {
+pub fn run_experts(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], routes: &[Route], nx: Numerics) -> Vec<ExpertOut> {
     let d = cfg.hidden_size;
     let mut per: Vec<Vec<(usize, usize)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (t, r) in routes.iter().enumerate() {
@@ -129,27 +101,16 @@ pub fn run_experts(
             for &(t, _) in &toks {
                 xs.extend_from_slice(&x[t * d..(t + 1) * d]);
             }
-            let pre: Option<Vec<f32>> = nx
-                .official()
-                .then(|| toks.iter().map(|&(t, s)| routes[t].weights[s]).collect());
+            let pre: Option<Vec<f32>> =
+                nx.official().then(|| toks.iter().map(|&(t, s)| routes[t].weights[s]).collect());
             let y = expert_forward(cfg, ew, &xs, toks.len(), pre.as_deref(), nx);
-            ExpertOut {
-                expert: e as u32,
-                tokens: toks,
-                y,
-            }
+            ExpertOut { expert: e as u32, tokens: toks, y }
         })
         .collect()
 }
 
 /// Sums routed outputs per token in ascending expert id and adds the shared expert output.
-pub fn combine(
-    cfg: &ModelConfig,
-    routes: &[Route],
-    outs: &[ExpertOut],
-    shared: &[f32],
-    nx: Numerics,
-) -> Vec<f32> {
+pub fn combine(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], shared: &[f32], nx: Numerics) -> Vec<f32> {
     let d = cfg.hidden_size;
     let k = cfg.num_experts_per_tok;
     let n = routes.len();
@@ -183,13 +144,7 @@ pub fn combine(
 }
 
 /// The whole sublayer in one process.
-pub fn forward(
-    cfg: &ModelConfig,
-    w: &MoeWeights,
-    x: &[f32],
-    tokens: &[u32],
-    nx: Numerics,
-) -> (Vec<f32>, Vec<Route>) {
+pub fn forward(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], tokens: &[u32], nx: Numerics) -> (Vec<f32>, Vec<Route>) {
     let routes = route(cfg, w, x, tokens, nx);
     let outs = run_experts(cfg, w, x, &routes, nx);
     let shared = expert_forward(cfg, &w.shared, x, tokens.len(), None, nx);

@@ -22,9 +22,7 @@ impl std::str::FromStr for Numerics {
         match s {
             "exact" | "reference" => Ok(Numerics::Exact),
             "official" => Ok(Numerics::Official),
-            _ => Err(format!(
-                "unknown numerics `{s}` (expected `exact` or `official`)"
-            )),
+            _ => Err(format!("unknown numerics `{s}` (expected `exact` or `official`)")),
         }
     }
 }

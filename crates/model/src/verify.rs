@@ -47,14 +47,11 @@ pub struct Report {
 
 /// The (weights, expected) pairs a fixture folder holds.
 pub fn fixture_pairs(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
-    [
-        ("model.safetensors", "expected.safetensors"),
-        ("model.fp8.safetensors", "expected.fp8.safetensors"),
-    ]
-    .iter()
-    .map(|(m, e)| (dir.join(m), dir.join(e)))
-    .filter(|(m, e)| m.exists() && e.exists())
-    .collect()
+    [("model.safetensors", "expected.safetensors"), ("model.fp8.safetensors", "expected.fp8.safetensors")]
+        .iter()
+        .map(|(m, e)| (dir.join(m), dir.join(e)))
+        .filter(|(m, e)| m.exists() && e.exists())
+        .collect()
 }
 
 /// Verifies every checkpoint of a fixture folder (or only `only`, a weights file name).
@@ -73,11 +70,7 @@ pub fn verify_dir(dir: &Path, only: Option<&str>) -> Result<Report> {
     for (m, e) in &pairs {
         let engine = Engine::load(
             dir,
-            &LoadOptions {
-                files: Some(vec![m.clone()]),
-                numerics: Numerics::Exact,
-                ..Default::default()
-            },
+            &LoadOptions { files: Some(vec![m.clone()]), numerics: Numerics::Exact, ..Default::default() },
         )?;
         checkpoints.push(verify_checkpoint(&engine, m, e)?);
     }
@@ -88,12 +81,8 @@ pub fn verify_dir(dir: &Path, only: Option<&str>) -> Result<Report> {
         prefill_max_abs_diff: fold(|c| c.prefill_max_abs_diff.max(c.batch_max_abs_diff)),
         decode_max_abs_diff: fold(|c| c.decode_max_abs_diff),
         greedy_tokens_match: checkpoints.iter().all(|c| c.greedy_tokens_match),
-        router_ids_match: checkpoints
-            .iter()
-            .all(|c| c.router_ids_match != Some(false)),
-        indexer_ids_match: checkpoints
-            .iter()
-            .all(|c| c.indexer_ids_match != Some(false)),
+        router_ids_match: checkpoints.iter().all(|c| c.router_ids_match != Some(false)),
+        indexer_ids_match: checkpoints.iter().all(|c| c.indexer_ids_match != Some(false)),
         pass: checkpoints.iter().all(|c| c.pass),
         checkpoints,
     };
@@ -108,42 +97,30 @@ impl Expected {
     fn open(path: &Path) -> Result<Self> {
         let ck = Checkpoint::open_files(&[path.to_path_buf()])?;
         let names: Vec<String> = ck.names().cloned().collect();
-        Ok(Expected {
-            t: ck.read(&names, false)?,
-        })
+        Ok(Expected { t: ck.read(&names, false)? })
     }
     fn has(&self, name: &str) -> bool {
         self.t.contains_key(name)
     }
     fn get(&self, name: &str) -> Result<&RawTensor> {
-        self.t.get(name).ok_or_else(|| ModelError::Missing {
-            name: name.into(),
-            hint: " (expected outputs)".into(),
-        })
+        self.t.get(name).ok_or_else(|| ModelError::Missing { name: name.into(), hint: " (expected outputs)".into() })
     }
     fn f32s(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.get(name)?;
         if t.dtype != Dtype::F32 {
             return Err(t.err("expected F32"));
         }
-        Ok(t.data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(t.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
     fn ints(&self, name: &str) -> Result<Vec<i64>> {
         let t = self.get(name)?;
         match t.dtype {
-            Dtype::I64 => Ok(t
-                .data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect()),
-            Dtype::I32 => Ok(t
-                .data
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect()),
+            Dtype::I64 => {
+                Ok(t.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
+            Dtype::I32 => {
+                Ok(t.data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
+            }
             _ => Err(t.err("expected I64/I32")),
         }
     }
@@ -156,22 +133,14 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::INFINITY;
     }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(
-            0.0,
-            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-        )
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
 }
 
 fn to_tokens(ids: &[i64], vocab: usize) -> Result<Vec<u32>> {
     ids.iter()
         .map(|&i| {
             if i < 0 || i as usize >= vocab {
-                Err(ModelError::Invalid(format!(
-                    "fixture token id {i} outside 0..{vocab}"
-                )))
+                Err(ModelError::Invalid(format!("fixture token id {i} outside 0..{vocab}")))
             } else {
                 Ok(i as u32)
             }
@@ -198,11 +167,7 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         let mut trace = Trace::default();
         let mut cache = engine.new_cache();
         let out = engine.forward(
-            &mut [Seq {
-                tokens: &ids,
-                cache: &mut cache,
-                logits: Logits::All,
-            }],
+            &mut [Seq { tokens: &ids, cache: &mut cache, logits: Logits::All }],
             debug.then_some(&mut trace),
         )?;
         prefill = prefill.max(max_abs(&out[0], &want_prefill));
@@ -215,14 +180,8 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         // Step 0 is the prefill's last position; later steps decode one token with the cache.
         let mut steps = out[0][(ids.len() - 1) * vocab..].to_vec();
         for k in 1..gen.len() {
-            let o = engine.forward(
-                &mut [Seq {
-                    tokens: &gen[k - 1..k],
-                    cache: &mut cache,
-                    logits: Logits::Last,
-                }],
-                None,
-            )?;
+            let o =
+                engine.forward(&mut [Seq { tokens: &gen[k - 1..k], cache: &mut cache, logits: Logits::Last }], None)?;
             steps.extend_from_slice(&o[0]);
         }
         decode = decode.max(max_abs(&steps, &want_steps));
@@ -240,11 +199,7 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         let mut seqs: Vec<Seq> = caches
             .iter_mut()
             .enumerate()
-            .map(|(b, c)| Seq {
-                tokens: &ids[b * len..(b + 1) * len],
-                cache: c,
-                logits: Logits::All,
-            })
+            .map(|(b, c)| Seq { tokens: &ids[b * len..(b + 1) * len], cache: c, logits: Logits::All })
             .collect();
         let out = engine.forward(&mut seqs, None)?;
         batch = max_abs(&out.concat(), &want);
@@ -257,10 +212,7 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         && router != Some(false)
         && indexer != Some(false);
     Ok(CheckpointReport {
-        weights: weights
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        weights: weights.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         prompts,
         prefill_max_abs_diff: prefill,
         decode_max_abs_diff: decode,
@@ -283,11 +235,7 @@ fn compare_debug(engine: &Engine, exp: &Expected, tr: &Trace) -> Result<(bool, b
         let name = format!("debug.p0.router.layer{i}.expert_ids");
         if exp.has(&name) {
             let want = exp.ints(&name)?;
-            let got: Vec<i64> = l
-                .routes
-                .iter()
-                .flat_map(|r| r.experts.iter().map(|&e| e as i64))
-                .collect();
+            let got: Vec<i64> = l.routes.iter().flat_map(|r| r.experts.iter().map(|&e| e as i64)).collect();
             router &= got == want;
         }
         let name = format!("debug.p0.indexer.layer{i}.topk_ids");
@@ -306,10 +254,7 @@ fn compare_debug(engine: &Engine, exp: &Expected, tr: &Trace) -> Result<(bool, b
         }
     }
     if exp.has("debug.p0.hidden.after_final_norm") {
-        hidden = hidden.max(max_abs(
-            &tr.after_final_norm,
-            &exp.f32s("debug.p0.hidden.after_final_norm")?,
-        ));
+        hidden = hidden.max(max_abs(&tr.after_final_norm, &exp.f32s("debug.p0.hidden.after_final_norm")?));
     }
     let _ = cfg;
     Ok((router, indexer, hidden))

@@ -146,13 +146,7 @@ pub fn tensor_names(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint) -> Vec<St
         names.push(base);
     };
     if shard.dense {
-        for n in [
-            "embed.weight",
-            "norm.weight",
-            "hc_head_fn",
-            "hc_head_base",
-            "hc_head_scale",
-        ] {
+        for n in ["embed.weight", "norm.weight", "hc_head_fn", "hc_head_base", "hc_head_scale"] {
             names.push(n.to_string());
         }
         lin(&mut names, "head.weight".into());
@@ -160,13 +154,9 @@ pub fn tensor_names(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint) -> Vec<St
     for i in 0..cfg.num_layers {
         let p = format!("layers.{i}.");
         if shard.dense {
-            for n in [
-                "attn_norm.weight",
-                "ffn_norm.weight",
-                "attn.q_norm.weight",
-                "attn.kv_norm.weight",
-                "attn.attn_sink",
-            ] {
+            for n in
+                ["attn_norm.weight", "ffn_norm.weight", "attn.q_norm.weight", "attn.kv_norm.weight", "attn.attn_sink"]
+            {
                 names.push(format!("{p}{n}"));
             }
             for hc in ["hc_attn", "hc_ffn"] {
@@ -215,10 +205,7 @@ struct Tensors<'a> {
 
 impl<'a> Tensors<'a> {
     fn get(&self, name: &str) -> Result<&'a RawTensor> {
-        self.raw.get(name).ok_or_else(|| ModelError::Missing {
-            name: name.to_string(),
-            hint: String::new(),
-        })
+        self.raw.get(name).ok_or_else(|| ModelError::Missing { name: name.to_string(), hint: String::new() })
     }
     fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         convert::floats(self.get(name)?, shape)
@@ -268,12 +255,7 @@ fn slice_err(name: &str) -> impl Fn(emesh_compute::WeightError) -> ModelError + 
 }
 
 /// Loads what `shard` needs from `ck`, validating every shape and dtype.
-pub fn load(
-    cfg: &ModelConfig,
-    shard: &Shard,
-    ck: &Checkpoint,
-    progress: bool,
-) -> Result<ModelWeights> {
+pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -> Result<ModelWeights> {
     if shard.experts.len() != cfg.num_layers {
         return Err(ModelError::Invalid(format!(
             "shard lists experts for {} layers, the model has {}",
@@ -282,10 +264,7 @@ pub fn load(
         )));
     }
     if shard.groups.end > cfg.o_groups || shard.groups.start >= shard.groups.end {
-        return Err(ModelError::Invalid(format!(
-            "shard groups {:?} outside 0..{}",
-            shard.groups, cfg.o_groups
-        )));
+        return Err(ModelError::Invalid(format!("shard groups {:?} outside 0..{}", shard.groups, cfg.o_groups)));
     }
     let names = tensor_names(cfg, shard, ck);
     let raw = ck.read(&names, progress)?;
@@ -338,8 +317,7 @@ pub fn load(
         let wq_b = if heads.len() == cfg.num_heads {
             wq_b
         } else {
-            wq_b.slice_rows(heads.start * hd, heads.end * hd)
-                .map_err(slice_err(&wq_b_name))?
+            wq_b.slice_rows(heads.start * hd, heads.end * hd).map_err(slice_err(&wq_b_name))?
         };
         let wo_a_name = format!("{p}attn.wo_a.weight");
         let wo_a = t.linear(&wo_a_name, cfg.o_groups * cfg.o_lora_rank, hpg * hd)?;
@@ -349,29 +327,18 @@ pub fn load(
         let wo_a: Vec<Weight> = shard
             .groups
             .clone()
-            .map(|g| {
-                wo_a.slice_rows(g * r, (g + 1) * r)
-                    .map_err(slice_err(&wo_a_name))
-            })
+            .map(|g| wo_a.slice_rows(g * r, (g + 1) * r).map_err(slice_err(&wo_a_name)))
             .collect::<Result<_>>()?;
         let wo_b: Vec<Weight> = shard
             .groups
             .clone()
-            .map(|g| {
-                wo_b.slice_cols(g * r, (g + 1) * r)
-                    .map_err(slice_err(&wo_b_name))
-            })
+            .map(|g| wo_b.slice_cols(g * r, (g + 1) * r).map_err(slice_err(&wo_b_name)))
             .collect::<Result<_>>()?;
-        let sink =
-            t.floats(&format!("{p}attn.attn_sink"), &[cfg.num_heads])?[heads.clone()].to_vec();
+        let sink = t.floats(&format!("{p}attn.attn_sink"), &[cfg.num_heads])?[heads.clone()].to_vec();
         let compressor = match kind {
             AttnKind::Sliding => None,
-            AttnKind::Csa { ratio } => {
-                Some(t.compressor(&format!("{p}attn.compressor"), ratio, true, hd, d)?)
-            }
-            AttnKind::Hca { ratio } => {
-                Some(t.compressor(&format!("{p}attn.compressor"), ratio, false, hd, d)?)
-            }
+            AttnKind::Csa { ratio } => Some(t.compressor(&format!("{p}attn.compressor"), ratio, true, hd, d)?),
+            AttnKind::Hca { ratio } => Some(t.compressor(&format!("{p}attn.compressor"), ratio, false, hd, d)?),
         };
         let indexer = match kind {
             AttnKind::Csa { ratio } => Some(IndexerWeights {
@@ -380,18 +347,8 @@ pub fn load(
                     cfg.index_n_heads * cfg.index_head_dim,
                     cfg.q_lora_rank,
                 )?,
-                weights_proj: t.linear(
-                    &format!("{p}attn.indexer.weights_proj.weight"),
-                    cfg.index_n_heads,
-                    d,
-                )?,
-                compressor: t.compressor(
-                    &format!("{p}attn.indexer.compressor"),
-                    ratio,
-                    true,
-                    cfg.index_head_dim,
-                    d,
-                )?,
+                weights_proj: t.linear(&format!("{p}attn.indexer.weights_proj.weight"), cfg.index_n_heads, d)?,
+                compressor: t.compressor(&format!("{p}attn.indexer.compressor"), ratio, true, cfg.index_head_dim, d)?,
             }),
             _ => None,
         };
@@ -412,9 +369,7 @@ pub fn load(
             kind: moe_kind,
             gate: t.linear(&format!("{p}ffn.gate.weight"), cfg.n_routed_experts, d)?,
             bias: match moe_kind {
-                MoeKind::Learned => {
-                    Some(t.floats(&format!("{p}ffn.gate.bias"), &[cfg.n_routed_experts])?)
-                }
+                MoeKind::Learned => Some(t.floats(&format!("{p}ffn.gate.bias"), &[cfg.n_routed_experts])?),
                 MoeKind::Hash => None,
             },
             tid2eid: match moe_kind {
@@ -426,11 +381,7 @@ pub fn load(
                 )?),
                 MoeKind::Learned => None,
             },
-            shared: t.expert(
-                &format!("{p}ffn.shared_experts"),
-                d,
-                cfg.moe_intermediate_size,
-            )?,
+            shared: t.expert(&format!("{p}ffn.shared_experts"), d, cfg.moe_intermediate_size)?,
             experts,
         };
         layers.push(LayerWeights {
@@ -442,33 +393,13 @@ pub fn load(
             moe,
         });
     }
-    Ok(ModelWeights {
-        embed,
-        layers,
-        hc_head,
-        norm,
-        head,
-    })
+    Ok(ModelWeights { embed, layers, hc_head, norm, head })
 }
 
-fn expert_only_layer(
-    cfg: &ModelConfig,
-    i: usize,
-    experts: Vec<Option<ExpertWeights>>,
-) -> Result<LayerWeights> {
-    let z = |r: usize, c: usize| {
-        Weight::f32(r, c, vec![0.0; r * c]).map_err(|e| ModelError::Invalid(e.to_string()))
-    };
-    let hc = HcWeights {
-        fn_: z(0, 0)?,
-        base: vec![],
-        scale: vec![],
-    };
-    let empty_expert = ExpertWeights {
-        w1: z(0, 0)?,
-        w2: z(0, 0)?,
-        w3: z(0, 0)?,
-    };
+fn expert_only_layer(cfg: &ModelConfig, i: usize, experts: Vec<Option<ExpertWeights>>) -> Result<LayerWeights> {
+    let z = |r: usize, c: usize| Weight::f32(r, c, vec![0.0; r * c]).map_err(|e| ModelError::Invalid(e.to_string()));
+    let hc = HcWeights { fn_: z(0, 0)?, base: vec![], scale: vec![] };
+    let empty_expert = ExpertWeights { w1: z(0, 0)?, w2: z(0, 0)?, w3: z(0, 0)? };
     Ok(LayerWeights {
         attn_norm: vec![],
         ffn_norm: vec![],
@@ -502,38 +433,21 @@ impl ModelWeights {
     /// Bytes held in memory.
     pub fn bytes(&self) -> usize {
         let hc = |h: &HcWeights| h.fn_.bytes() + (h.base.len() + h.scale.len()) * 4;
-        let comp = |c: &CompressorWeights| {
-            c.wkv.bytes() + c.wgate.bytes() + (c.ape.len() + c.norm.len()) * 4
-        };
-        let mut b =
-            self.embed.bytes() + self.head.bytes() + hc(&self.hc_head) + self.norm.len() * 4;
+        let comp = |c: &CompressorWeights| c.wkv.bytes() + c.wgate.bytes() + (c.ape.len() + c.norm.len()) * 4;
+        let mut b = self.embed.bytes() + self.head.bytes() + hc(&self.hc_head) + self.norm.len() * 4;
         for l in &self.layers {
             let a = &l.attn;
             b += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + hc(&l.hc_attn) + hc(&l.hc_ffn);
-            b += a.wq_a.bytes()
-                + a.wq_b.bytes()
-                + a.wkv.bytes()
-                + (a.q_norm.len() + a.kv_norm.len() + a.sink.len()) * 4;
-            b += a
-                .wo_a
-                .iter()
-                .chain(&a.wo_b)
-                .map(Weight::bytes)
-                .sum::<usize>();
+            b +=
+                a.wq_a.bytes() + a.wq_b.bytes() + a.wkv.bytes() + (a.q_norm.len() + a.kv_norm.len() + a.sink.len()) * 4;
+            b += a.wo_a.iter().chain(&a.wo_b).map(Weight::bytes).sum::<usize>();
             b += a.compressor.as_ref().map_or(0, comp);
-            b += a.indexer.as_ref().map_or(0, |i| {
-                i.wq_b.bytes() + i.weights_proj.bytes() + comp(&i.compressor)
-            });
+            b += a.indexer.as_ref().map_or(0, |i| i.wq_b.bytes() + i.weights_proj.bytes() + comp(&i.compressor));
             let m = &l.moe;
             b += m.gate.bytes()
                 + m.bias.as_ref().map_or(0, |v| v.len() * 4)
                 + m.tid2eid.as_ref().map_or(0, |v| v.len() * 4);
-            b += m.shared.bytes()
-                + m.experts
-                    .iter()
-                    .flatten()
-                    .map(ExpertWeights::bytes)
-                    .sum::<usize>();
+            b += m.shared.bytes() + m.experts.iter().flatten().map(ExpertWeights::bytes).sum::<usize>();
         }
         b
     }

@@ -15,11 +15,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn new(name: impl Into<String>, dtype: Dtype, shape: &[usize]) -> Self {
-        TensorSpec {
-            name: name.into(),
-            dtype,
-            shape: shape.to_vec(),
-        }
+        TensorSpec { name: name.into(), dtype, shape: shape.to_vec() }
     }
     pub fn bytes(&self) -> u64 {
         self.shape.iter().product::<usize>() as u64 * self.dtype.size() as u64
@@ -27,10 +23,7 @@ impl TensorSpec {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
-        path: path.to_path_buf(),
-        cause: source,
-    }
+    move |source| ModelError::Io { path: path.to_path_buf(), cause: source }
 }
 
 /// Writes `specs` into `dir` as shards of at most `shard_bytes` (a tensor larger than that gets
@@ -75,15 +68,14 @@ pub fn write_sharded(
             weight_map.insert(s.name.clone(), fname.clone().into());
         }
         total += off;
-        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))
-            .map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let mut h =
+            serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| ModelError::Invalid(e.to_string()))?;
         while h.len() % 8 != 0 {
             h.push(b' ');
         }
         let f = std::fs::File::create(&path).map_err(io(&path))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&(h.len() as u64).to_le_bytes())
-            .map_err(io(&path))?;
+        w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io(&path))?;
         w.write_all(&h).map_err(io(&path))?;
         for s in shard {
             let data = fill(s);
@@ -101,11 +93,9 @@ pub fn write_sharded(
         w.flush().map_err(io(&path))?;
     }
     if n > 1 {
-        let index =
-            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         let path = dir.join("model.safetensors.index.json");
-        let text =
-            serde_json::to_string_pretty(&index).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&index).map_err(|e| ModelError::Invalid(e.to_string()))?;
         std::fs::write(&path, text).map_err(io(&path))?;
     } else {
         let _ = std::fs::remove_file(dir.join("model.safetensors.index.json"));

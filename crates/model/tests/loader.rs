@@ -38,10 +38,7 @@ fn missing_tensor_is_named() {
         h.insert("layers.3.attn.wkv_renamed".into(), v);
     });
     let e = load_err(d.path());
-    assert!(
-        e.contains("layers.3.attn.wkv.weight") && e.contains("missing"),
-        "{e}"
-    );
+    assert!(e.contains("layers.3.attn.wkv.weight") && e.contains("missing"), "{e}");
 }
 
 #[test]
@@ -54,9 +51,7 @@ fn wrong_shape_is_named_with_the_expected_shape() {
     });
     let e = load_err(d.path());
     assert!(
-        e.contains("model.safetensors")
-            && e.contains("layers.1.attn.wq_a.weight")
-            && e.contains("[256, 128]"),
+        e.contains("model.safetensors") && e.contains("layers.1.attn.wq_a.weight") && e.contains("[256, 128]"),
         "{e}"
     );
 }
@@ -71,10 +66,7 @@ fn wrong_dtype_is_named() {
         t["shape"] = serde_json::json!([1000, 4]);
     });
     let e = load_err(d.path());
-    assert!(
-        e.contains("layers.0.ffn.gate.tid2eid") && e.contains("I64"),
-        "{e}"
-    );
+    assert!(e.contains("layers.0.ffn.gate.tid2eid") && e.contains("I64"), "{e}");
 }
 
 #[test]
@@ -85,10 +77,7 @@ fn fp8_weight_without_scale_is_named() {
         h.remove("layers.2.attn.wo_b.scale");
     });
     let e = load_err(d.path());
-    assert!(
-        e.contains("layers.2.attn.wo_b.weight") && e.contains("scale"),
-        "{e}"
-    );
+    assert!(e.contains("layers.2.attn.wo_b.weight") && e.contains("scale"), "{e}");
 }
 
 #[test]
@@ -100,28 +89,17 @@ fn truncated_file_is_reported() {
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     file.set_len(len - 1000).unwrap();
     let e = load_err(d.path());
-    assert!(
-        e.contains("model.safetensors") && e.contains("truncated"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
 }
 
 #[test]
 fn garbage_header_is_reported() {
     let d = tempfile::tempdir().unwrap();
     gen_tiny(d.path(), GenDtype::F32);
-    std::fs::write(
-        d.path().join("model.safetensors"),
-        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!",
-    )
-    .unwrap();
+    std::fs::write(d.path().join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
     let e = load_err(d.path());
     assert!(e.contains("model.safetensors") && e.contains("JSON"), "{e}");
-    std::fs::write(
-        d.path().join("model.safetensors"),
-        b"\xff\xff\xff\xff\xff\xff\xff\x7f",
-    )
-    .unwrap();
+    std::fs::write(d.path().join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7f").unwrap();
     assert!(load_err(d.path()).contains("header length"));
 }
 
@@ -138,12 +116,11 @@ fn sharded_checkpoint_loads_only_what_a_shard_needs() {
     }
     shard.groups = 1..2;
     let names = emesh_model::weights::tensor_names(&cfg, &shard, &ck);
-    assert!(names.iter().all(|n| !n.contains("experts.1.")
-        || n.starts_with("layers.1.")
-        || n.starts_with("layers.3.")));
+    assert!(names
+        .iter()
+        .all(|n| !n.contains("experts.1.") || n.starts_with("layers.1.") || n.starts_with("layers.3.")));
     let w = emesh_model::weights::load(&cfg, &shard, &ck, false).unwrap();
-    let full =
-        emesh_model::weights::load(&cfg, &emesh_model::Shard::full(&cfg), &ck, false).unwrap();
+    let full = emesh_model::weights::load(&cfg, &emesh_model::Shard::full(&cfg), &ck, false).unwrap();
     assert!(w.bytes() < full.bytes());
     assert_eq!(w.layers[0].attn.sink.len(), cfg.num_heads / 2);
     assert!(w.layers[0].moe.experts[1].is_none() && w.layers[0].moe.experts[0].is_some());
@@ -153,14 +130,6 @@ fn sharded_checkpoint_loads_only_what_a_shard_needs() {
 fn memory_budget_is_enforced() {
     let d = tempfile::tempdir().unwrap();
     gen_tiny(d.path(), GenDtype::F32);
-    let e = Engine::load(
-        d.path(),
-        &LoadOptions {
-            memory_budget: Some(1 << 20),
-            ..Default::default()
-        },
-    )
-    .err()
-    .unwrap();
+    let e = Engine::load(d.path(), &LoadOptions { memory_budget: Some(1 << 20), ..Default::default() }).err().unwrap();
     assert!(e.to_string().contains("memory budget"), "{e}");
 }

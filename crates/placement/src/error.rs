@@ -29,12 +29,7 @@ pub enum PlanError {
         "the surviving ranks cannot hold the model: layer {layer} expert {expert} ({bytes} bytes) fits on no \
          survivor (most free: {most_free} bytes)"
     )]
-    CannotHold {
-        layer: u32,
-        expert: u32,
-        bytes: u64,
-        most_free: u64,
-    },
+    CannotHold { layer: u32, expert: u32, bytes: u64, most_free: u64 },
     #[error("the surviving ranks cannot hold the model: no rank survives")]
     NoSurvivors,
     #[error("unknown {0}")]
@@ -52,8 +47,5 @@ impl From<emesh_common::ConfigError> for PlanError {
 }
 
 pub(crate) fn input(field: &str, reason: impl Into<String>) -> PlanError {
-    PlanError::Input {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    PlanError::Input { field: field.to_string(), reason: reason.into() }
 }

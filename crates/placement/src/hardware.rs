@@ -64,7 +64,13 @@ impl fmt::Display for Hardware {
         write!(
             f,
             "{}: {:.0} GiB @ {:.2} TB/s, {:.0}/{:.0} TFLOP/s bf16/fp8, NVLink {:.0} GB/s, network {:.1} GB/s",
-            self.name, self.hbm_gib, self.hbm_tbps, self.bf16_tflops, self.fp8_tflops, self.nvlink_gbps, self.network_gbps
+            self.name,
+            self.hbm_gib,
+            self.hbm_tbps,
+            self.bf16_tflops,
+            self.fp8_tflops,
+            self.nvlink_gbps,
+            self.network_gbps
         )
     }
 }

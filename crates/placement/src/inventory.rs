@@ -111,13 +111,7 @@ pub struct Inventory {
 impl Inventory {
     /// Enumerates every tensor of `cfg` (main layers, globals and the MTP blocks) in `form`.
     pub fn new(cfg: &ModelConfig, form: WeightForm) -> Inventory {
-        let mut b = Builder {
-            cfg,
-            form,
-            out: Vec::new(),
-            prefix: String::new(),
-            layer: None,
-        };
+        let mut b = Builder { cfg, form, out: Vec::new(), prefix: String::new(), layer: None };
         b.globals();
         for i in 0..cfg.num_layers {
             b.layer = Some(LayerId(i as u32));
@@ -131,10 +125,7 @@ impl Inventory {
             b.mtp_extras();
             b.block(AttnKind::Sliding, false);
         }
-        Inventory {
-            form,
-            tensors: b.out,
-        }
+        Inventory { form, tensors: b.out }
     }
 
     pub fn len(&self) -> usize {
@@ -146,9 +137,7 @@ impl Inventory {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.tensors
-            .iter()
-            .fold(0u64, |a, t| a.saturating_add(t.bytes))
+        self.tensors.iter().fold(0u64, |a, t| a.saturating_add(t.bytes))
     }
 
     /// Logical parameters: FP4 codes count one each; scales and `tid2eid` tables count none.
@@ -186,36 +175,19 @@ pub fn check_model_size(cfg: &ModelConfig) -> Result<(), crate::PlanError> {
         ("n_routed_experts", cfg.n_routed_experts, 1 << 16),
         ("num_experts_per_tok", cfg.num_experts_per_tok, 1 << 16),
         ("moe_intermediate_size", cfg.moe_intermediate_size, 1 << 20),
-        (
-            "num_nextn_predict_layers",
-            cfg.num_nextn_predict_layers,
-            1 << 4,
-        ),
+        ("num_nextn_predict_layers", cfg.num_nextn_predict_layers, 1 << 4),
         ("vocab_size", cfg.vocab_size, 1 << 24),
     ];
     for (field, v, max) in limits {
         if v > max {
-            return Err(crate::error::input(
-                field,
-                format!("{v} exceeds the supported maximum {max}"),
-            ));
+            return Err(crate::error::input(field, format!("{v} exceeds the supported maximum {max}")));
         }
     }
     if cfg.attn_kinds.len() != cfg.num_layers {
-        return Err(crate::error::input(
-            "attn_kinds",
-            "needs one entry per layer",
-        ));
+        return Err(crate::error::input("attn_kinds", "needs one entry per layer"));
     }
-    if cfg
-        .attn_kinds
-        .iter()
-        .any(|k| k.has_compressor() && !(1..=1 << 16).contains(&k.ratio()))
-    {
-        return Err(crate::error::input(
-            "compress_ratios",
-            "ratios must be in 1..=65536",
-        ));
+    if cfg.attn_kinds.iter().any(|k| k.has_compressor() && !(1..=1 << 16).contains(&k.ratio())) {
+        return Err(crate::error::input("compress_ratios", "ratios must be in 1..=65536"));
     }
     Ok(())
 }
@@ -246,14 +218,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn push(&mut self, name: String, dtype: DType, shape: Vec<usize>, shard: Shard) {
         let elems: u64 = shape.iter().map(|&d| d as u64).product();
-        self.out.push(TensorInfo {
-            name,
-            dtype,
-            bytes: elems * dtype.size(),
-            shape,
-            layer: self.layer,
-            shard,
-        });
+        self.out.push(TensorInfo { name, dtype, bytes: elems * dtype.size(), shape, layer: self.layer, shard });
     }
 
     /// Adds `<prefix><name>` (plus its `.scale` in the release form for quantized linears).
@@ -266,21 +231,14 @@ impl Builder<'_> {
         };
         match (class, dense) {
             (Class::I64, _) => self.push(full, DType::I64, shape.to_vec(), shard),
-            (Class::F32, Some(DType::BF16)) | (Class::F32, None) => {
-                self.push(full, DType::F32, shape.to_vec(), shard)
-            }
+            (Class::F32, Some(DType::BF16)) | (Class::F32, None) => self.push(full, DType::F32, shape.to_vec(), shard),
             (_, Some(dt)) => self.push(full, dt, shape.to_vec(), shard),
             (Class::Bf16, None) => self.push(full, DType::BF16, shape.to_vec(), shard),
             (Class::Fp8Linear, None) => {
                 let (o, i) = (shape[0], shape[1]);
                 let scale = format!("{}.scale", full.trim_end_matches(".weight"));
                 self.push(full, DType::F8E4M3, vec![o, i], shard);
-                self.push(
-                    scale,
-                    DType::F8E8M0,
-                    vec![o.div_ceil(FP8_BLOCK), i.div_ceil(FP8_BLOCK)],
-                    shard,
-                );
+                self.push(scale, DType::F8E8M0, vec![o.div_ceil(FP8_BLOCK), i.div_ceil(FP8_BLOCK)], shard);
             }
             (Class::Fp4Linear, None) => {
                 let (o, i) = (shape[0], shape[1]);
@@ -330,29 +288,12 @@ impl Builder<'_> {
         // Attention core.
         self.add("attn.wq_a.weight", Class::Fp8Linear, &[c.q_lora_rank, d], r);
         self.add("attn.q_norm.weight", Class::Bf16, &[c.q_lora_rank], r);
-        self.add(
-            "attn.wq_b.weight",
-            Class::Fp8Linear,
-            &[c.num_heads * c.head_dim, c.q_lora_rank],
-            Shard::Heads,
-        );
+        self.add("attn.wq_b.weight", Class::Fp8Linear, &[c.num_heads * c.head_dim, c.q_lora_rank], Shard::Heads);
         self.add("attn.wkv.weight", Class::Fp8Linear, &[c.head_dim, d], r);
         self.add("attn.kv_norm.weight", Class::Bf16, &[c.head_dim], r);
-        let group_in = (c.num_heads * c.head_dim)
-            .checked_div(c.o_groups)
-            .unwrap_or(0);
-        self.add(
-            "attn.wo_a.weight",
-            Class::Fp8Linear,
-            &[c.o_groups * c.o_lora_rank, group_in],
-            Shard::OutGroups,
-        );
-        self.add(
-            "attn.wo_b.weight",
-            Class::Fp8Linear,
-            &[d, c.o_groups * c.o_lora_rank],
-            Shard::OutGroups,
-        );
+        let group_in = (c.num_heads * c.head_dim).checked_div(c.o_groups).unwrap_or(0);
+        self.add("attn.wo_a.weight", Class::Fp8Linear, &[c.o_groups * c.o_lora_rank, group_in], Shard::OutGroups);
+        self.add("attn.wo_b.weight", Class::Fp8Linear, &[d, c.o_groups * c.o_lora_rank], Shard::OutGroups);
         self.add("attn.attn_sink", Class::F32, &[c.num_heads], Shard::Heads);
 
         // Compressor and indexer.
@@ -366,31 +307,11 @@ impl Builder<'_> {
         }
         if kind.has_indexer() {
             let (ih, id) = (c.index_n_heads, c.index_head_dim);
-            self.add(
-                "attn.indexer.wq_b.weight",
-                Class::Fp8Linear,
-                &[ih * id, c.q_lora_rank],
-                r,
-            );
+            self.add("attn.indexer.wq_b.weight", Class::Fp8Linear, &[ih * id, c.q_lora_rank], r);
             self.add("attn.indexer.weights_proj.weight", Class::Bf16, &[ih, d], r);
-            self.add(
-                "attn.indexer.compressor.wkv.weight",
-                Class::Bf16,
-                &[2 * id, d],
-                r,
-            );
-            self.add(
-                "attn.indexer.compressor.wgate.weight",
-                Class::Bf16,
-                &[2 * id, d],
-                r,
-            );
-            self.add(
-                "attn.indexer.compressor.ape",
-                Class::F32,
-                &[kind.ratio(), 2 * id],
-                r,
-            );
+            self.add("attn.indexer.compressor.wkv.weight", Class::Bf16, &[2 * id, d], r);
+            self.add("attn.indexer.compressor.wgate.weight", Class::Bf16, &[2 * id, d], r);
+            self.add("attn.indexer.compressor.ape", Class::F32, &[kind.ratio(), 2 * id], r);
             self.add("attn.indexer.compressor.norm.weight", Class::Bf16, &[id], r);
         }
 
@@ -407,12 +328,7 @@ impl Builder<'_> {
         let (e, i) = (c.n_routed_experts, c.moe_intermediate_size);
         self.add("ffn.gate.weight", Class::Bf16, &[e, d], r);
         if hash {
-            self.add(
-                "ffn.gate.tid2eid",
-                Class::I64,
-                &[c.vocab_size, c.num_experts_per_tok],
-                r,
-            );
+            self.add("ffn.gate.tid2eid", Class::I64, &[c.vocab_size, c.num_experts_per_tok], r);
         } else {
             self.add("ffn.gate.bias", Class::F32, &[e], r);
         }
@@ -422,24 +338,9 @@ impl Builder<'_> {
         self.add("ffn.shared_experts.w3.weight", Class::Fp8Linear, &[i, d], s);
         for x in 0..e {
             let s = Shard::Expert(ExpertId(x as u32));
-            self.add(
-                &format!("ffn.experts.{x}.w1.weight"),
-                Class::Fp4Linear,
-                &[i, d],
-                s,
-            );
-            self.add(
-                &format!("ffn.experts.{x}.w2.weight"),
-                Class::Fp4Linear,
-                &[d, i],
-                s,
-            );
-            self.add(
-                &format!("ffn.experts.{x}.w3.weight"),
-                Class::Fp4Linear,
-                &[i, d],
-                s,
-            );
+            self.add(&format!("ffn.experts.{x}.w1.weight"), Class::Fp4Linear, &[i, d], s);
+            self.add(&format!("ffn.experts.{x}.w2.weight"), Class::Fp4Linear, &[d, i], s);
+            self.add(&format!("ffn.experts.{x}.w3.weight"), Class::Fp4Linear, &[i, d], s);
         }
     }
 }

@@ -28,11 +28,7 @@ pub struct BlockBytes {
 
 impl BlockBytes {
     pub fn total(&self) -> u64 {
-        self.replicated
-            + self.heads
-            + self.out_groups
-            + self.shared_expert
-            + self.expert * self.experts as u64
+        self.replicated + self.heads + self.out_groups + self.shared_expert + self.expert * self.experts as u64
     }
 }
 
@@ -104,11 +100,7 @@ impl ModelBytes {
                 Shard::Expert(_) => {}
             }
         }
-        ModelBytes {
-            form: inv.form,
-            globals,
-            blocks,
-        }
+        ModelBytes { form: inv.form, globals, blocks }
     }
 
     pub fn total(&self) -> u64 {
@@ -122,18 +114,13 @@ impl ModelBytes {
 
     /// Routed-expert bytes of all served blocks.
     pub fn routed_total(&self, with_mtp: bool) -> u64 {
-        self.served(with_mtp)
-            .map(|b| b.expert * b.experts as u64)
-            .sum()
+        self.served(with_mtp).map(|b| b.expert * b.experts as u64).sum()
     }
 
     /// What each rank of a `tp`-group holds outside its routed experts (`tp` divides the
     /// heads and output groups, so every position holds the same amount).
     pub fn static_bytes(&self, tp: usize, with_mtp: bool) -> StaticBytes {
-        let mut s = StaticBytes {
-            replicated: self.globals,
-            ..Default::default()
-        };
+        let mut s = StaticBytes { replicated: self.globals, ..Default::default() };
         for b in self.served(with_mtp) {
             s.attention += pro_rata(b.heads, 1, tp) + pro_rata(b.out_groups, 1, tp);
             s.shared_expert += pro_rata(b.shared_expert, 1, tp);

@@ -38,10 +38,7 @@ impl Layout {
     /// Checks the layout against a model: `tp` must divide the output groups.
     pub fn validate(&self, cfg: &ModelConfig) -> Result<usize, PlanError> {
         if self.tp == 0 || self.dp == 0 {
-            return Err(PlanError::Layout(format!(
-                "tp and dp must be positive (tp={}, dp={})",
-                self.tp, self.dp
-            )));
+            return Err(PlanError::Layout(format!("tp and dp must be positive (tp={}, dp={})", self.tp, self.dp)));
         }
         if cfg.o_groups.checked_rem(self.tp) != Some(0) {
             return Err(PlanError::Layout(format!(
@@ -55,8 +52,7 @@ impl Layout {
                 cfg.num_heads, cfg.o_groups
             )));
         }
-        self.world()
-            .ok_or_else(|| PlanError::Layout("tp * dp overflows".into()))
+        self.world().ok_or_else(|| PlanError::Layout("tp * dp overflows".into()))
     }
 }
 
@@ -88,12 +84,7 @@ pub struct PlanRequest<'a> {
 
 impl<'a> PlanRequest<'a> {
     /// A request with no redundancy, no load data, no MTP, no reserve, at epoch 0.
-    pub fn new(
-        model: &'a ModelConfig,
-        form: WeightForm,
-        layout: Layout,
-        workers: Vec<WorkerSpec>,
-    ) -> Self {
+    pub fn new(model: &'a ModelConfig, form: WeightForm, layout: Layout, workers: Vec<WorkerSpec>) -> Self {
         PlanRequest {
             model,
             form,
@@ -194,14 +185,7 @@ impl Plan {
         let mut experts = Vec::with_capacity(blocks.len());
         for (li, _) in blocks.iter().enumerate() {
             let load = req.expert_load.as_ref().and_then(|l| l.get(li));
-            let homes = place_layer(
-                li,
-                n_experts,
-                req.layout.tp,
-                world,
-                req.redundant_slots_per_rank,
-                load,
-            );
+            let homes = place_layer(li, n_experts, req.layout.tp, world, req.redundant_slots_per_rank, load);
             for (e, rs) in homes.iter().enumerate() {
                 for r in rs {
                     held[r.0 as usize][li].push(ExpertId(e as u32));
@@ -214,50 +198,25 @@ impl Plan {
             .into_iter()
             .enumerate()
             .map(|(r, held)| {
-                rank_plan(
-                    r,
-                    &req.workers[r],
-                    req.layout.tp,
-                    cfg,
-                    held,
-                    &expert_bytes,
-                    static_bytes,
-                    req.reserve_bytes,
-                )
+                rank_plan(r, &req.workers[r], req.layout.tp, cfg, held, &expert_bytes, static_bytes, req.reserve_bytes)
             })
             .collect();
-        let plan = Plan {
-            epoch: req.epoch,
-            tp: req.layout.tp,
-            dp: req.layout.dp,
-            ranks,
-            expert_bytes,
-            experts,
-        };
+        let plan = Plan { epoch: req.epoch, tp: req.layout.tp, dp: req.layout.dp, ranks, expert_bytes, experts };
         plan.check_budgets()?;
         Ok(plan)
     }
 
     pub fn layout(&self) -> Layout {
-        Layout {
-            tp: self.tp,
-            dp: self.dp,
-        }
+        Layout { tp: self.tp, dp: self.dp }
     }
 
     pub fn rank(&self, rank: Rank) -> Option<&RankPlan> {
-        self.ranks
-            .binary_search_by_key(&rank, |r| r.rank)
-            .ok()
-            .map(|i| &self.ranks[i])
+        self.ranks.binary_search_by_key(&rank, |r| r.rank).ok().map(|i| &self.ranks[i])
     }
 
     /// Ranks holding `expert` of `layer`, ascending; empty for an unknown pair.
     pub fn holders(&self, layer: LayerId, expert: ExpertId) -> &[Rank] {
-        self.experts
-            .get(layer.index())
-            .and_then(|l| l.get(expert.index()))
-            .map_or(&[], Vec::as_slice)
+        self.experts.get(layer.index()).and_then(|l| l.get(expert.index())).map_or(&[], Vec::as_slice)
     }
 
     pub fn primary(&self, layer: LayerId, expert: ExpertId) -> Option<Rank> {
@@ -266,9 +225,7 @@ impl Plan {
 
     /// Attention groups whose `tp` ranks are all alive.
     pub fn serving_groups(&self) -> Vec<usize> {
-        (0..self.dp)
-            .filter(|&g| self.ranks.iter().filter(|r| r.group == g).count() == self.tp)
-            .collect()
+        (0..self.dp).filter(|&g| self.ranks.iter().filter(|r| r.group == g).count() == self.tp).collect()
     }
 
     /// Checks every invariant a consumer relies on: each expert homed, the lookup and the
@@ -277,44 +234,24 @@ impl Plan {
         for (li, layer) in self.experts.iter().enumerate() {
             for (e, homes) in layer.iter().enumerate() {
                 if homes.is_empty() {
-                    return Err(input(
-                        "experts",
-                        format!("layer {li} expert {e} has no home"),
-                    ));
+                    return Err(input("experts", format!("layer {li} expert {e} has no home")));
                 }
                 if homes.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(input(
-                        "experts",
-                        format!("layer {li} expert {e}: holders not ascending"),
-                    ));
+                    return Err(input("experts", format!("layer {li} expert {e}: holders not ascending")));
                 }
                 for &r in homes {
                     let rp = self.rank(r).ok_or(PlanError::UnknownRank(r))?;
                     if rp.slot(LayerId(li as u32), ExpertId(e as u32)).is_none() {
-                        return Err(input(
-                            "experts",
-                            format!("{r} is listed for layer {li} expert {e} but lacks it"),
-                        ));
+                        return Err(input("experts", format!("{r} is listed for layer {li} expert {e} but lacks it")));
                     }
                 }
             }
         }
         for rp in &self.ranks {
             let count: usize = rp.experts.iter().map(Vec::len).sum();
-            let listed: usize = self
-                .experts
-                .iter()
-                .flatten()
-                .filter(|h| h.contains(&rp.rank))
-                .count();
+            let listed: usize = self.experts.iter().flatten().filter(|h| h.contains(&rp.rank)).count();
             if count != listed {
-                return Err(input(
-                    "ranks",
-                    format!(
-                        "{} holds {count} experts but the lookup lists {listed}",
-                        rp.rank
-                    ),
-                ));
+                return Err(input("ranks", format!("{} holds {count} experts but the lookup lists {listed}", rp.rank)));
             }
         }
         self.check_budgets()
@@ -355,11 +292,7 @@ fn rank_plan(
     let (group, position) = (r / tp, r % tp);
     let groups_per = cfg.o_groups / tp;
     let heads_per = cfg.num_heads / tp;
-    let experts: u64 = held
-        .iter()
-        .zip(expert_bytes)
-        .map(|(h, b)| h.len() as u64 * b)
-        .sum();
+    let experts: u64 = held.iter().zip(expert_bytes).map(|(h, b)| h.len() as u64 * b).sum();
     RankPlan {
         rank: Rank(r as u32),
         worker: worker.id.clone(),
@@ -381,23 +314,14 @@ fn rank_plan(
 
 fn check_load(load: &[Vec<f64>], blocks: usize, experts: usize) -> Result<(), PlanError> {
     if load.len() > blocks {
-        return Err(input(
-            "expert_load",
-            format!("{} layers given, the plan has {blocks}", load.len()),
-        ));
+        return Err(input("expert_load", format!("{} layers given, the plan has {blocks}", load.len())));
     }
     for (l, row) in load.iter().enumerate() {
         if row.len() != experts {
-            return Err(input(
-                "expert_load",
-                format!("layer {l} has {} entries, expected {experts}", row.len()),
-            ));
+            return Err(input("expert_load", format!("layer {l} has {} entries, expected {experts}", row.len())));
         }
         if let Some(x) = row.iter().find(|x| !x.is_finite() || **x < 0.0) {
-            return Err(input(
-                "expert_load",
-                format!("layer {l} has a load of {x}; loads are finite and >= 0"),
-            ));
+            return Err(input("expert_load", format!("layer {l} has a load of {x}; loads are finite and >= 0")));
         }
     }
     Ok(())
@@ -411,9 +335,7 @@ pub fn primary_counts(experts: usize, world: usize, layer: usize) -> Vec<usize> 
     }
     let (base, rem) = (experts / world, experts % world);
     let offset = (layer % world) * rem % world;
-    (0..world)
-        .map(|r| base + usize::from((r + world - offset) % world < rem))
-        .collect()
+    (0..world).map(|r| base + usize::from((r + world - offset) % world < rem)).collect()
 }
 
 /// Homes of every expert of one layer: contiguous primaries, then replicas in free slots.
@@ -426,10 +348,7 @@ fn place_layer(
     load: Option<&Vec<f64>>,
 ) -> Vec<Vec<Rank>> {
     let mut homes: Vec<Vec<usize>> = Vec::with_capacity(n_experts);
-    for (r, c) in primary_counts(n_experts, world, layer)
-        .into_iter()
-        .enumerate()
-    {
+    for (r, c) in primary_counts(n_experts, world, layer).into_iter().enumerate() {
         homes.extend(std::iter::repeat_n(vec![r], c));
     }
     if slots > 0 && world > 1 {
@@ -448,13 +367,7 @@ fn place_layer(
 /// rank with a free slot, preferring a group that holds no copy of it yet. Among equally hot
 /// experts (always the case without load data) the one whose primary rank keeps the most
 /// unshared load goes first, which spreads the copies over the primaries' ranks.
-fn add_replicas(
-    homes: &mut [Vec<usize>],
-    tp: usize,
-    world: usize,
-    slots: usize,
-    load: Option<&Vec<f64>>,
-) {
+fn add_replicas(homes: &mut [Vec<usize>], tp: usize, world: usize, slots: usize, load: Option<&Vec<f64>>) {
     let weight = |e: usize| load.map_or(1.0, |l| l[e]);
     let mut free = vec![slots; world];
     let mut blocked = vec![false; homes.len()];
@@ -469,22 +382,13 @@ fn add_replicas(
     while left > 0 {
         let per_copy = |e: usize| weight(e) / homes[e].len() as f64;
         let eligible = |e: &usize| !blocked[*e] && homes[*e].len() < world;
-        let Some(top) = (0..homes.len())
-            .filter(eligible)
-            .map(per_copy)
-            .max_by(f64::total_cmp)
-        else {
+        let Some(top) = (0..homes.len()).filter(eligible).map(per_copy).max_by(f64::total_cmp) else {
             break;
         };
-        let mut tier: Vec<usize> = (0..homes.len())
-            .filter(eligible)
-            .filter(|&e| per_copy(e) == top)
-            .collect();
+        let mut tier: Vec<usize> = (0..homes.len()).filter(eligible).filter(|&e| per_copy(e) == top).collect();
         tier.sort_by(|&a, &b| {
             let (la, lb) = (own_load[homes[a][0]], own_load[homes[b][0]]);
-            lb.total_cmp(&la)
-                .then(homes[a].len().cmp(&homes[b].len()))
-                .then(a.cmp(&b))
+            lb.total_cmp(&la).then(homes[a].len().cmp(&homes[b].len())).then(a.cmp(&b))
         });
         let best_rank = |e: usize, new_group: bool| {
             (0..world)
@@ -508,10 +412,7 @@ fn add_replicas(
         let Some((e, r)) = chosen.or(fallback) else {
             continue;
         };
-        let (old, new) = (
-            weight(e) / homes[e].len() as f64,
-            weight(e) / (homes[e].len() + 1) as f64,
-        );
+        let (old, new) = (weight(e) / homes[e].len() as f64, weight(e) / (homes[e].len() + 1) as f64);
         for &h in homes[e].iter() {
             rank_load[h] += new - old;
         }

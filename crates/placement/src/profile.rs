@@ -28,14 +28,7 @@ pub enum AttentionModel {
     },
     /// V3 multi-head latent attention with a BF16 latent cache; decode attends in the
     /// absorbed (latent) form, prefill in the expanded multi-head form.
-    Mla {
-        layers: usize,
-        heads: usize,
-        kv_lora: usize,
-        rope: usize,
-        qk_nope: usize,
-        v_head: usize,
-    },
+    Mla { layers: usize, heads: usize, kv_lora: usize, rope: usize, qk_nope: usize, v_head: usize },
 }
 
 /// Attention work of one token (summed over layers).
@@ -89,11 +82,7 @@ pub struct ModelProfile {
 }
 
 impl ModelProfile {
-    pub fn from_v4(
-        name: &str,
-        cfg: &ModelConfig,
-        form: WeightForm,
-    ) -> Result<ModelProfile, PlanError> {
+    pub fn from_v4(name: &str, cfg: &ModelConfig, form: WeightForm) -> Result<ModelProfile, PlanError> {
         crate::inventory::check_model_size(cfg)?;
         let inv = Inventory::new(cfg, form);
         let mut p = ModelProfile {
@@ -134,12 +123,7 @@ impl ModelProfile {
                 0.0
             } else {
                 let n: u64 = t.shape.iter().map(|&d| d as u64).product();
-                n as f64
-                    * if t.dtype == crate::inventory::DType::I8 {
-                        2.0
-                    } else {
-                        1.0
-                    }
+                n as f64 * if t.dtype == crate::inventory::DType::I8 { 2.0 } else { 1.0 }
             };
             let flops = 2.0 * params;
             match t.shard {
@@ -179,11 +163,7 @@ impl ModelProfile {
         let (dense_b, dense_p) = c.ffn(c.intermediate_size);
         let (shared_b, shared_p) = c.ffn(c.moe_intermediate_size * c.n_shared_experts);
         let (expert_b, expert_p) = c.ffn(c.moe_intermediate_size);
-        let (layers, moe, dense) = (
-            c.num_layers as u64,
-            c.moe_layers() as u64,
-            c.first_k_dense_replace as u64,
-        );
+        let (layers, moe, dense) = (c.num_layers as u64, c.moe_layers() as u64, c.first_k_dense_replace as u64);
         let embed = 2 * c.vocab_size as u64 * d;
         let router_p = (c.n_routed_experts as u64) * d;
         ModelProfile {
@@ -237,14 +217,7 @@ impl ModelProfile {
     /// Cache bytes of one sequence holding `t` tokens.
     pub fn kv_bytes(&self, t: usize) -> u64 {
         match &self.attention {
-            AttentionModel::V4 {
-                kinds,
-                head_dim,
-                rope_dim,
-                window,
-                index_head_dim,
-                ..
-            } => {
+            AttentionModel::V4 { kinds, head_dim, rope_dim, window, index_head_dim, .. } => {
                 let entry = v4_entry_bytes(*head_dim, *rope_dim);
                 let index_entry = (*index_head_dim + 4) as u64;
                 let t64 = t as u64;
@@ -256,24 +229,17 @@ impl ModelProfile {
                             AttnKind::Sliding => win,
                             AttnKind::Csa { ratio } => {
                                 let n = t64 / ratio.max(1) as u64;
-                                let state =
-                                    (2 * ratio * 2 * 2 * (*head_dim + *index_head_dim) * 4) as u64;
+                                let state = (2 * ratio * 2 * 2 * (*head_dim + *index_head_dim) * 4) as u64;
                                 win + n * (entry + index_entry) + state
                             }
                             AttnKind::Hca { ratio } => {
-                                win + t64 / ratio.max(1) as u64 * entry
-                                    + (ratio * 2 * *head_dim * 4) as u64
+                                win + t64 / ratio.max(1) as u64 * entry + (ratio * 2 * *head_dim * 4) as u64
                             }
                         }
                     })
                     .sum()
             }
-            AttentionModel::Mla {
-                layers,
-                kv_lora,
-                rope,
-                ..
-            } => (t * layers * (kv_lora + rope) * 2) as u64,
+            AttentionModel::Mla { layers, kv_lora, rope, .. } => (t * layers * (kv_lora + rope) * 2) as u64,
         }
     }
 
@@ -281,13 +247,7 @@ impl ModelProfile {
     pub fn decode_attention(&self, t: usize) -> AttnCost {
         match &self.attention {
             AttentionModel::V4 { .. } => self.v4_attention(t),
-            AttentionModel::Mla {
-                layers,
-                heads,
-                kv_lora,
-                rope,
-                ..
-            } => {
+            AttentionModel::Mla { layers, heads, kv_lora, rope, .. } => {
                 let per_key = (2 * (kv_lora + rope) + 2 * kv_lora) as f64;
                 AttnCost {
                     split_flops: (*layers * *heads) as f64 * per_key * t as f64,
@@ -307,17 +267,8 @@ impl ModelProfile {
             let pos = 1 + (s * p + p / 2) / samples;
             let mut c = match &self.attention {
                 AttentionModel::V4 { .. } => self.v4_attention(pos.min(p)),
-                AttentionModel::Mla {
-                    layers,
-                    heads,
-                    qk_nope,
-                    rope,
-                    v_head,
-                    ..
-                } => AttnCost {
-                    split_flops: (*layers * *heads) as f64
-                        * (2 * (qk_nope + rope) + 2 * v_head) as f64
-                        * pos as f64,
+                AttentionModel::Mla { layers, heads, qk_nope, rope, v_head, .. } => AttnCost {
+                    split_flops: (*layers * *heads) as f64 * (2 * (qk_nope + rope) + 2 * v_head) as f64 * pos as f64,
                     ..Default::default()
                 },
             };
@@ -332,16 +283,8 @@ impl ModelProfile {
     }
 
     fn v4_attention(&self, t: usize) -> AttnCost {
-        let AttentionModel::V4 {
-            kinds,
-            heads,
-            head_dim,
-            rope_dim,
-            window,
-            index_heads,
-            index_head_dim,
-            index_topk,
-        } = &self.attention
+        let AttentionModel::V4 { kinds, heads, head_dim, rope_dim, window, index_heads, index_head_dim, index_topk } =
+            &self.attention
         else {
             return AttnCost::default();
         };
@@ -352,9 +295,7 @@ impl ModelProfile {
             let win = t.min(*window);
             let (keys, index_scan) = match *k {
                 AttnKind::Sliding => (win, 0),
-                AttnKind::Csa { ratio } => {
-                    (win + (t / ratio.max(1)).min(*index_topk), t / ratio.max(1))
-                }
+                AttnKind::Csa { ratio } => (win + (t / ratio.max(1)).min(*index_topk), t / ratio.max(1)),
                 AttnKind::Hca { ratio } => (win + t / ratio.max(1), 0),
             };
             c.split_flops += per_key * keys as f64;

@@ -65,45 +65,24 @@ impl Plan {
                 let best = next
                     .ranks
                     .iter_mut()
-                    .max_by(|a, b| {
-                        a.free_bytes()
-                            .cmp(&b.free_bytes())
-                            .then(b.rank.cmp(&a.rank))
-                    })
+                    .max_by(|a, b| a.free_bytes().cmp(&b.free_bytes()).then(b.rank.cmp(&a.rank)))
                     .filter(|r| r.free_bytes() >= bytes);
                 let Some(target) = best else {
                     let most_free = next_most_free(&next.ranks);
-                    return Err(PlanError::CannotHold {
-                        layer: li as u32,
-                        expert: e as u32,
-                        bytes,
-                        most_free,
-                    });
+                    return Err(PlanError::CannotHold { layer: li as u32, expert: e as u32, bytes, most_free });
                 };
                 let rank = target.rank;
                 let Some(slots) = target.experts.get_mut(li) else {
-                    return Err(crate::error::input(
-                        "ranks",
-                        format!("{rank} lacks an expert list for layer {li}"),
-                    ));
+                    return Err(crate::error::input("ranks", format!("{rank} lacks an expert list for layer {li}")));
                 };
                 let at = slots.binary_search(&expert).unwrap_or_else(|i| i);
                 slots.insert(at, expert);
                 target.bytes.experts += bytes;
                 homes.push(target.rank);
-                loads.push(LoadOrder {
-                    rank: target.rank,
-                    layer: layer_id,
-                    expert,
-                    bytes,
-                });
+                loads.push(LoadOrder { rank: target.rank, layer: layer_id, expert, bytes });
             }
         }
-        Ok(Repair {
-            plan: next,
-            loads,
-            promoted,
-        })
+        Ok(Repair { plan: next, loads, promoted })
     }
 }
 

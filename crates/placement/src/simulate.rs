@@ -88,18 +88,12 @@ impl SimConfig {
             return Err(input("replica_coverage", "must be in [0, 1]"));
         }
         if self.tp == 0 || self.dp == 0 || self.tp.saturating_mul(self.dp) > 1 << 20 {
-            return Err(input(
-                "tp",
-                "tp and dp must be positive and tp * dp at most 2^20",
-            ));
+            return Err(input("tp", "tp and dp must be positive and tp * dp at most 2^20"));
         }
         // Bound the event count: about ranks * horizon / mtbf failures.
         let expected = (self.tp * self.dp) as f64 * self.horizon_hours / self.mtbf_hours;
         if expected > 1e7 {
-            return Err(input(
-                "horizon_hours",
-                format!("about {expected:.0} failures to simulate; at most 1e7"),
-            ));
+            return Err(input("horizon_hours", format!("about {expected:.0} failures to simulate; at most 1e7")));
         }
         Ok(())
     }
@@ -141,11 +135,7 @@ fn trace(cfg: &SimConfig, seed: u64) -> Vec<Failure> {
                 break;
             }
             let repaired = t + rng.exp(cfg.repair_hours);
-            out.push(Failure {
-                at: t,
-                repaired,
-                group: rank / cfg.tp,
-            });
+            out.push(Failure { at: t, repaired, group: rank / cfg.tp });
             t = repaired;
         }
     }
@@ -180,10 +170,9 @@ pub fn simulate(cfg: &SimConfig, policy: Policy, seed: u64) -> Result<SimReport,
     let mut recovery_total = 0.0;
     for f in &failures {
         let (load, covered) = match policy {
-            Policy::Replicas => (
-                reload_h(((1.0 - cfg.replica_coverage) * cfg.expert_bytes_per_rank as f64) as u64),
-                false,
-            ),
+            Policy::Replicas => {
+                (reload_h(((1.0 - cfg.replica_coverage) * cfg.expert_bytes_per_rank as f64) as u64), false)
+            }
             Policy::Reload => (reload_h(cfg.expert_bytes_per_rank), false),
             Policy::Spares => {
                 // A spare stays busy until the machine it replaced is repaired and idles.
@@ -198,31 +187,19 @@ pub fn simulate(cfg: &SimConfig, policy: Policy, seed: u64) -> Result<SimReport,
         };
         let recovered = (f.at + ttl_h + load).min(f.repaired);
         recovery_total += recovered - f.at;
-        spans.push(Span {
-            start: f.at,
-            end: recovered,
-            kind: SpanKind::Stall,
-        });
+        spans.push(Span { start: f.at, end: recovered, kind: SpanKind::Stall });
         if !covered && recovered < f.repaired {
-            spans.push(Span {
-                start: recovered,
-                end: f.repaired,
-                kind: SpanKind::Degraded(f.group),
-            });
+            spans.push(Span { start: recovered, end: f.repaired, kind: SpanKind::Degraded(f.group) });
         }
         if !covered {
-            spans.push(Span {
-                start: f.at,
-                end: f.repaired,
-                kind: SpanKind::Dead,
-            });
+            spans.push(Span { start: f.at, end: f.repaired, kind: SpanKind::Dead });
         }
     }
     let sweep = sweep(cfg, &spans);
     let horizon = cfg.horizon_hours;
     let stall_starts = failures.len() as f64;
-    let requests_delayed = stall_starts * cfg.requests_per_s * cfg.request_seconds
-        + sweep.stall * 3600.0 * cfg.requests_per_s;
+    let requests_delayed =
+        stall_starts * cfg.requests_per_s * cfg.request_seconds + sweep.stall * 3600.0 * cfg.requests_per_s;
     Ok(SimReport {
         policy,
         seed,
@@ -233,20 +210,13 @@ pub fn simulate(cfg: &SimConfig, policy: Policy, seed: u64) -> Result<SimReport,
         down_hours: sweep.down,
         requests_delayed,
         throughput_lost: sweep.lost / horizon,
-        mean_recovery_s: if failures.is_empty() {
-            0.0
-        } else {
-            recovery_total * 3600.0 / stall_starts
-        },
+        mean_recovery_s: if failures.is_empty() { 0.0 } else { recovery_total * 3600.0 / stall_starts },
     })
 }
 
 /// Runs every policy over the same failure trace.
 pub fn compare(cfg: &SimConfig, seed: u64) -> Result<Vec<SimReport>, PlanError> {
-    [Policy::Replicas, Policy::Reload, Policy::Spares]
-        .into_iter()
-        .map(|p| simulate(cfg, p, seed))
-        .collect()
+    [Policy::Replicas, Policy::Reload, Policy::Spares].into_iter().map(|p| simulate(cfg, p, seed)).collect()
 }
 
 #[derive(Default)]

@@ -97,20 +97,11 @@ impl Assumptions {
         ];
         for (name, v, zero_ok) in unit {
             if !(v.is_finite() && v <= 1.0 && (v > 0.0 || (zero_ok && v == 0.0))) {
-                return Err(input(
-                    name,
-                    format!(
-                        "must be in {}0, 1], got {v}",
-                        if zero_ok { "[" } else { "(" }
-                    ),
-                ));
+                return Err(input(name, format!("must be in {}0, 1], got {v}", if zero_ok { "[" } else { "(" })));
             }
         }
         if !(self.prefill_cache_hit.is_finite() && (0.0..1.0).contains(&self.prefill_cache_hit)) {
-            return Err(input(
-                "prefill_cache_hit",
-                format!("must be in [0, 1), got {}", self.prefill_cache_hit),
-            ));
+            return Err(input("prefill_cache_hit", format!("must be in [0, 1), got {}", self.prefill_cache_hit)));
         }
         Ok(())
     }
@@ -166,10 +157,7 @@ pub struct GpuMemory {
 
 impl GpuMemory {
     pub fn weights(&self) -> u64 {
-        self.attention
-            .saturating_add(self.shared_expert)
-            .saturating_add(self.replicated)
-            .saturating_add(self.experts)
+        self.attention.saturating_add(self.shared_expert).saturating_add(self.replicated).saturating_add(self.experts)
     }
 }
 
@@ -215,10 +203,7 @@ impl StepTimes {
             (self.nvlink, Bound::NvLink),
         ]
         .into_iter()
-        .fold(
-            (f64::MIN, Bound::Memory),
-            |a, b| if b.0 > a.0 { b } else { a },
-        )
+        .fold((f64::MIN, Bound::Memory), |a, b| if b.0 > a.0 { b } else { a })
         .1;
         (self, bound)
     }
@@ -301,10 +286,7 @@ pub fn size(profile: &ModelProfile, req: &SizingRequest) -> Result<SizingReport,
         return Err(input("nodes", "nodes and gpus_per_node must be positive"));
     }
     if req.context == 0 || req.prefill_tokens_per_gpu == 0 {
-        return Err(input(
-            "context",
-            "context and prefill tokens must be positive",
-        ));
+        return Err(input("context", "context and prefill tokens must be positive"));
     }
     let bounds = [
         ("nodes", req.nodes, 1 << 20),
@@ -312,25 +294,15 @@ pub fn size(profile: &ModelProfile, req: &SizingRequest) -> Result<SizingReport,
         ("context", req.context, 1 << 32),
         ("prompt", req.prompt, 1 << 32),
         ("batch", req.batch, 1 << 32),
-        (
-            "prefill_tokens_per_gpu",
-            req.prefill_tokens_per_gpu,
-            1 << 32,
-        ),
+        ("prefill_tokens_per_gpu", req.prefill_tokens_per_gpu, 1 << 32),
         ("redundant_experts", req.redundant_experts, 1 << 24),
     ];
     for (field, v, max) in bounds {
         if v > max {
-            return Err(input(
-                field,
-                format!("{v} exceeds the supported maximum {max}"),
-            ));
+            return Err(input(field, format!("{v} exceeds the supported maximum {max}")));
         }
     }
-    let world = req
-        .nodes
-        .checked_mul(req.gpus_per_node)
-        .ok_or_else(|| input("nodes", "too many GPUs"))?;
+    let world = req.nodes.checked_mul(req.gpus_per_node).ok_or_else(|| input("nodes", "too many GPUs"))?;
     let layouts: Vec<LayoutReport> = tp_choices(profile, req.gpus_per_node, world)
         .into_iter()
         .map(|tp| layout_report(profile, req, tp, world))
@@ -384,18 +356,13 @@ pub fn gpu_memory(
     world: usize,
     redundant: usize,
 ) -> GpuMemory {
-    let slots = profile
-        .experts
-        .saturating_add(redundant)
-        .div_ceil(world.max(1)) as u64;
+    let slots = profile.experts.saturating_add(redundant).div_ceil(world.max(1)) as u64;
     let capacity = hw.hbm_bytes();
     let mut m = GpuMemory {
         attention: profile.split_bytes.div_ceil(tp as u64),
         shared_expert: profile.shared_bytes.div_ceil(tp as u64),
         replicated: profile.replicated_bytes,
-        experts: slots
-            .saturating_mul(profile.moe_layers as u64)
-            .saturating_mul(profile.expert_bytes),
+        experts: slots.saturating_mul(profile.moe_layers as u64).saturating_mul(profile.expert_bytes),
         overhead: (capacity as f64 * a.overhead_fraction) as u64,
         cache: 0,
         capacity,
@@ -404,12 +371,7 @@ pub fn gpu_memory(
     m
 }
 
-fn layout_report(
-    profile: &ModelProfile,
-    req: &SizingRequest,
-    tp: usize,
-    world: usize,
-) -> LayoutReport {
+fn layout_report(profile: &ModelProfile, req: &SizingRequest, tp: usize, world: usize) -> LayoutReport {
     let a = &req.assumptions;
     let dp = world / tp;
     let memory = gpu_memory(profile, &req.hardware, a, tp, world, req.redundant_experts);
@@ -440,11 +402,7 @@ fn layout_report(
         ));
         return r;
     }
-    let batch = if req.batch == 0 {
-        per_group
-    } else {
-        (req.batch as u64).min(per_group)
-    } as usize;
+    let batch = if req.batch == 0 { per_group } else { (req.batch as u64).min(per_group) } as usize;
     r.decode = Some(decode(profile, req, tp, world, batch, &memory));
     r.prefill = Some(prefill(profile, req, tp, world, &memory));
     r
@@ -461,18 +419,11 @@ fn a2a_per_token(profile: &ModelProfile, world: usize, gpn: usize) -> (f64, f64)
     let (remote, local) = ((w - node) / w, (node - 1.0) / w);
     let dispatch = d + 4.0 * (d / 128.0).ceil();
     let combine = 2.0 * d;
-    (
-        distinct * remote * dispatch + k * remote * combine,
-        distinct * local * dispatch + k * local * combine,
-    )
+    (distinct * remote * dispatch + k * remote * combine, distinct * local * dispatch + k * local * combine)
 }
 
 fn linear_peak(profile: &ModelProfile, hw: &Hardware) -> f64 {
-    1e12 * if profile.fp8 {
-        hw.fp8_tflops
-    } else {
-        hw.bf16_tflops
-    }
+    1e12 * if profile.fp8 { hw.fp8_tflops } else { hw.bf16_tflops }
 }
 
 fn decode(
@@ -492,12 +443,11 @@ fn decode(
     let copies = (profile.experts + req.redundant_experts) as f64 / e;
     let p_active = 1.0 - (1.0 - k / (e * copies)).powf(b * dp);
     let experts_read = mem.experts as f64 * p_active;
-    let weights_read = (mem.attention + mem.shared_expert + mem.replicated
-        - profile.embed_bytes.min(mem.replicated)) as f64;
+    let weights_read =
+        (mem.attention + mem.shared_expert + mem.replicated - profile.embed_bytes.min(mem.replicated)) as f64;
     let attn = profile.decode_attention(req.context);
     let hbm = weights_read + experts_read + b * attn.bytes;
-    let linear = b
-        * (profile.split_flops / tpf + profile.replicated_flops + profile.shared_flops / tpf)
+    let linear = b * (profile.split_flops / tpf + profile.replicated_flops + profile.shared_flops / tpf)
         + tokens * (profile.head_flops + k * profile.expert_flops);
     let attn_flops = b * (attn.split_flops / tpf + attn.replicated_flops);
     let (net_tok, nvl_tok) = a2a_per_token(profile, world, req.gpus_per_node);
@@ -527,13 +477,7 @@ fn decode(
     }
 }
 
-fn prefill(
-    profile: &ModelProfile,
-    req: &SizingRequest,
-    tp: usize,
-    world: usize,
-    mem: &GpuMemory,
-) -> PrefillEstimate {
+fn prefill(profile: &ModelProfile, req: &SizingRequest, tp: usize, world: usize, mem: &GpuMemory) -> PrefillEstimate {
     let (a, hw) = (&req.assumptions, &req.hardware);
     let n = req.prefill_tokens_per_gpu as f64;
     let tpf = tp as f64;
@@ -541,16 +485,12 @@ fn prefill(
     let prompt = prompt_len(req);
     let attn = profile.prefill_attention(prompt);
     let linear = n
-        * (profile.split_flops
-            + tpf * profile.replicated_flops
-            + profile.shared_flops
-            + k * profile.expert_flops)
+        * (profile.split_flops + tpf * profile.replicated_flops + profile.shared_flops + k * profile.expert_flops)
         + n / prompt as f64 * profile.head_flops;
     let attn_flops = n * (attn.split_flops + tpf * attn.replicated_flops);
     let (net_tok, nvl_tok) = a2a_per_token(profile, world, req.gpus_per_node);
     let layers = profile.moe_layers as f64;
-    let tp_bytes =
-        n * tpf * profile.layers as f64 * 4.0 * profile.hidden as f64 * (tpf - 1.0) / tpf;
+    let tp_bytes = n * tpf * profile.layers as f64 * 4.0 * profile.hidden as f64 * (tpf - 1.0) / tpf;
     let (times, bound) = StepTimes {
         memory: mem.weights() as f64 / (hw.hbm_tbps * 1e12 * a.hbm_efficiency),
         compute: linear / (linear_peak(profile, hw) * a.gemm_efficiency)
@@ -578,24 +518,12 @@ pub fn min_cluster(profile: &ModelProfile, req: &SizingRequest) -> Option<MinClu
         tp_choices(profile, req.gpus_per_node, world)
             .into_iter()
             .map(|tp| {
-                let m = gpu_memory(
-                    profile,
-                    &req.hardware,
-                    &req.assumptions,
-                    tp,
-                    world,
-                    req.redundant_experts,
-                );
+                let m = gpu_memory(profile, &req.hardware, &req.assumptions, tp, world, req.redundant_experts);
                 (tp, m.cache / kv * (world / tp) as u64)
             })
             .filter(|&(_, seqs)| seqs > 0)
             .max_by_key(|&(tp, seqs)| (seqs, std::cmp::Reverse(tp)))
-            .map(|(tp, seqs)| MinCluster {
-                nodes,
-                gpus: world,
-                tp,
-                sequences_total: seqs,
-            })
+            .map(|(tp, seqs)| MinCluster { nodes, gpus: world, tp, sequences_total: seqs })
     })
 }
 

@@ -43,10 +43,7 @@ impl V3Config {
         };
         if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
             if mt != "deepseek_v3" {
-                return Err(input(
-                    "model_type",
-                    format!("expected deepseek_v3, got `{mt}`"),
-                ));
+                return Err(input("model_type", format!("expected deepseek_v3, got `{mt}`")));
             }
         }
         let c = V3Config {
@@ -84,11 +81,7 @@ impl V3Config {
             ("qk_rope_head_dim", c.qk_rope_head_dim, 1 << 12),
             ("v_head_dim", c.v_head_dim, 1 << 12),
             ("n_shared_experts", c.n_shared_experts, 1 << 6),
-            (
-                "num_nextn_predict_layers",
-                c.num_nextn_predict_layers,
-                1 << 4,
-            ),
+            ("num_nextn_predict_layers", c.num_nextn_predict_layers, 1 << 4),
         ] {
             if x > max {
                 return Err(input(k, format!("{x} exceeds the supported maximum {max}")));
@@ -130,10 +123,7 @@ impl V3Config {
             + Self::fp8_linear(kv_a, d)
             + 2 * (self.q_lora_rank + self.kv_lora_rank + 2 * d) as u64;
         let split = Self::fp8_linear(h * qk, self.q_lora_rank)
-            + Self::fp8_linear(
-                h * (self.qk_nope_head_dim + self.v_head_dim),
-                self.kv_lora_rank,
-            )
+            + Self::fp8_linear(h * (self.qk_nope_head_dim + self.v_head_dim), self.kv_lora_rank)
             + Self::fp8_linear(d, h * self.v_head_dim);
         (replicated, split)
     }
@@ -145,19 +135,15 @@ impl V3Config {
         let kv_a = (self.kv_lora_rank + self.qk_rope_head_dim) as u64;
         let (ql, kl) = (self.q_lora_rank as u64, self.kv_lora_rank as u64);
         let replicated = ql * d + kv_a * d;
-        let split = h * qk * ql
-            + h * (self.qk_nope_head_dim + self.v_head_dim) as u64 * kl
-            + d * h * self.v_head_dim as u64;
+        let split =
+            h * qk * ql + h * (self.qk_nope_head_dim + self.v_head_dim) as u64 * kl + d * h * self.v_head_dim as u64;
         (replicated, split)
     }
 
     /// One SwiGLU FFN of width `i`: (bytes, parameters).
     pub fn ffn(&self, i: usize) -> (u64, u64) {
         let d = self.hidden_size;
-        (
-            2 * Self::fp8_linear(i, d) + Self::fp8_linear(d, i),
-            3 * (i * d) as u64,
-        )
+        (2 * Self::fp8_linear(i, d) + Self::fp8_linear(d, i), 3 * (i * d) as u64)
     }
 
     /// Router of one MoE layer: BF16 weight + F32 correction bias.
@@ -173,9 +159,7 @@ impl V3Config {
         let (ar, asplit) = self.attention_bytes();
         let dense = self.ffn(self.intermediate_size).0;
         let moe = self.router_bytes()
-            + self
-                .ffn(self.moe_intermediate_size * self.n_shared_experts)
-                .0
+            + self.ffn(self.moe_intermediate_size * self.n_shared_experts).0
             + self.n_routed_experts as u64 * self.ffn(self.moe_intermediate_size).0;
         let main = 2 * embed
             + 2 * d

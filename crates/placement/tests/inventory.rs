@@ -10,10 +10,7 @@ fn pro_release_matches_published_index() {
     assert_eq!(inv.total_bytes(), 864_704_792_696);
     assert_eq!(inv.parameters(), 1_598_837_347_742);
     let wq_a = inv.get("layers.0.attn.wq_a.scale").unwrap();
-    assert_eq!(
-        (wq_a.dtype, wq_a.shape.clone()),
-        (DType::F8E8M0, vec![12, 56])
-    );
+    assert_eq!((wq_a.dtype, wq_a.shape.clone()), (DType::F8E8M0, vec![12, 56]));
     let e = inv.get("layers.5.ffn.experts.383.w2.weight").unwrap();
     assert_eq!((e.dtype, e.shape.clone()), (DType::I8, vec![7168, 1536]));
     assert!(inv.get("layers.2.ffn.gate.tid2eid").is_some());
@@ -48,42 +45,17 @@ fn flash_release_matches_published_index() {
 fn mtp_block_has_no_compressor_and_a_biased_gate() {
     let cfg = common::pro();
     let inv = Inventory::new(&cfg, WeightForm::Release);
-    let mtp: Vec<_> = inv
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with("mtp.0."))
-        .collect();
-    assert!(mtp
-        .iter()
-        .all(|t| !t.name.contains("compressor") && !t.name.contains("indexer")));
-    assert!(mtp
-        .iter()
-        .all(|t| t.layer.map(|l| l.index()) == Some(cfg.num_layers)));
-    for name in [
-        "e_proj.weight",
-        "e_proj.scale",
-        "h_proj.scale",
-        "enorm.weight",
-        "hnorm.weight",
-        "norm.weight",
-    ] {
+    let mtp: Vec<_> = inv.tensors.iter().filter(|t| t.name.starts_with("mtp.0.")).collect();
+    assert!(mtp.iter().all(|t| !t.name.contains("compressor") && !t.name.contains("indexer")));
+    assert!(mtp.iter().all(|t| t.layer.map(|l| l.index()) == Some(cfg.num_layers)));
+    for name in ["e_proj.weight", "e_proj.scale", "h_proj.scale", "enorm.weight", "hnorm.weight", "norm.weight"] {
         assert!(inv.get(&format!("mtp.0.{name}")).is_some(), "{name}");
     }
-    for name in [
-        "ffn.gate.bias",
-        "hc_head_fn",
-        "hc_head_base",
-        "hc_head_scale",
-        "attn.attn_sink",
-    ] {
+    for name in ["ffn.gate.bias", "hc_head_fn", "hc_head_base", "hc_head_scale", "attn.attn_sink"] {
         assert!(inv.get(&format!("mtp.0.{name}")).is_some(), "{name}");
     }
     assert!(inv.get("mtp.0.ffn.gate.tid2eid").is_none());
-    let mtp_params: u64 = Inventory {
-        form: inv.form,
-        tensors: mtp.into_iter().cloned().collect(),
-    }
-    .parameters();
+    let mtp_params: u64 = Inventory { form: inv.form, tensors: mtp.into_iter().cloned().collect() }.parameters();
     assert_eq!(mtp_params, 25_840_145_979);
 }
 
@@ -96,35 +68,17 @@ fn shard_classes_cover_the_split_tensors() {
     assert_eq!(shard("layers.2.attn.attn_sink"), Shard::Heads);
     assert_eq!(shard("layers.2.attn.wo_a.weight"), Shard::OutGroups);
     assert_eq!(shard("layers.2.attn.wo_b.scale"), Shard::OutGroups);
-    assert_eq!(
-        shard("layers.2.ffn.shared_experts.w2.weight"),
-        Shard::SharedExpert
-    );
-    assert_eq!(
-        shard("layers.2.attn.indexer.wq_b.weight"),
-        Shard::Replicated
-    );
-    assert_eq!(
-        shard("layers.2.ffn.experts.17.w3.scale"),
-        Shard::Expert(17.into())
-    );
+    assert_eq!(shard("layers.2.ffn.shared_experts.w2.weight"), Shard::SharedExpert);
+    assert_eq!(shard("layers.2.attn.indexer.wq_b.weight"), Shard::Replicated);
+    assert_eq!(shard("layers.2.ffn.experts.17.w3.scale"), Shard::Expert(17.into()));
 }
 
 fn compare_with_fixture(cfg: &ModelConfig, form: WeightForm, file: &str) {
     let path = common::fixtures_dir().join("tiny-a").join(file);
     let header = common::safetensors_header(&path);
     let inv = Inventory::new(cfg, form);
-    let mut ours: Vec<_> = inv
-        .tensors
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.dtype.safetensors_name().to_string(),
-                t.shape.clone(),
-            )
-        })
-        .collect();
+    let mut ours: Vec<_> =
+        inv.tensors.iter().map(|t| (t.name.clone(), t.dtype.safetensors_name().to_string(), t.shape.clone())).collect();
     ours.sort();
     assert_eq!(ours.len(), header.len(), "{file}: tensor count");
     for (a, b) in ours.iter().zip(&header) {
@@ -143,10 +97,7 @@ fn dense_f32_matches_fixture_checkpoint() {
 fn release_matches_fixture_fp8_checkpoint() {
     let dir = common::fixtures_dir().join("tiny-a");
     let cfg = ModelConfig::from_file(&dir.join("config.original.fp8.json")).unwrap();
-    assert_eq!(
-        WeightForm::from_config(&cfg, WeightForm::DenseF32),
-        WeightForm::Release
-    );
+    assert_eq!(WeightForm::from_config(&cfg, WeightForm::DenseF32), WeightForm::Release);
     compare_with_fixture(&cfg, WeightForm::Release, "model.fp8.safetensors");
 }
 
@@ -154,11 +105,7 @@ fn release_matches_fixture_fp8_checkpoint() {
 fn dense_bf16_keeps_f32_parameters() {
     let inv = Inventory::new(&common::flash(), WeightForm::DenseBf16);
     let release = Inventory::new(&common::flash(), WeightForm::Release);
-    let unscaled = release
-        .tensors
-        .iter()
-        .filter(|t| !t.name.ends_with(".scale"))
-        .count();
+    let unscaled = release.tensors.iter().filter(|t| !t.name.ends_with(".scale")).count();
     assert_eq!(inv.len(), unscaled);
     assert_eq!(inv.parameters(), release.parameters());
     let dt = |n: &str| inv.get(n).unwrap().dtype;

@@ -8,21 +8,11 @@ use emesh_placement::{Layout, ModelBytes, Plan, PlanError, PlanRequest, WeightFo
 const GIB: u64 = 1 << 30;
 
 fn workers(n: usize, budget: u64) -> Vec<WorkerSpec> {
-    (0..n)
-        .map(|i| WorkerSpec {
-            id: format!("w{i}"),
-            budget_bytes: budget,
-        })
-        .collect()
+    (0..n).map(|i| WorkerSpec { id: format!("w{i}"), budget_bytes: budget }).collect()
 }
 
 fn request(cfg: &ModelConfig, tp: usize, dp: usize, budget: u64) -> PlanRequest<'_> {
-    PlanRequest::new(
-        cfg,
-        WeightForm::Release,
-        Layout::new(tp, dp),
-        workers(tp * dp, budget),
-    )
+    PlanRequest::new(cfg, WeightForm::Release, Layout::new(tp, dp), workers(tp * dp, budget))
 }
 
 #[test]
@@ -34,15 +24,8 @@ fn eight_experts_over_three_ranks() {
         counts.sort_unstable();
         assert_eq!(counts, vec![2, 3, 3], "layer {l}");
     }
-    let totals: Vec<usize> = plan
-        .ranks
-        .iter()
-        .map(|r| r.experts.iter().map(Vec::len).sum())
-        .collect();
-    assert!(
-        totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1,
-        "{totals:?}"
-    );
+    let totals: Vec<usize> = plan.ranks.iter().map(|r| r.experts.iter().map(Vec::len).sum()).collect();
+    assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
     assert_eq!(primary_counts(8, 3, 0), vec![3, 3, 2]);
     plan.validate().unwrap();
 }
@@ -74,10 +57,7 @@ fn invalid_layouts_are_errors() {
     assert!(e.to_string().contains("tp=3"), "{e}");
     let mut req = request(&cfg, 2, 2, 80 * GIB);
     req.workers.pop();
-    assert!(Plan::new(&req)
-        .unwrap_err()
-        .to_string()
-        .contains("needs 4 workers"));
+    assert!(Plan::new(&req).unwrap_err().to_string().contains("needs 4 workers"));
     assert!(Plan::new(&request(&cfg, 0, 2, 80 * GIB)).is_err());
     let mut req = request(&cfg, 1, 2, 80 * GIB);
     req.expert_load = Some(vec![vec![1.0; 5]]);
@@ -90,23 +70,12 @@ fn invalid_layouts_are_errors() {
 fn refuses_a_plan_that_does_not_fit() {
     let cfg = common::pro();
     let e = Plan::new(&request(&cfg, 8, 1, 80 * GIB)).unwrap_err();
-    let PlanError::DoesNotFit {
-        rank,
-        needed,
-        budget,
-        ..
-    } = &e
-    else {
-        panic!("{e}")
-    };
+    let PlanError::DoesNotFit { rank, needed, budget, .. } = &e else { panic!("{e}") };
     assert_eq!(*rank, Rank(0));
     assert_eq!(*budget, 80 * GIB);
     assert!(*needed > 100 * GIB);
     let msg = e.to_string();
-    assert!(
-        msg.contains("rank0") && msg.contains("w0") && msg.contains("budget"),
-        "{msg}"
-    );
+    assert!(msg.contains("rank0") && msg.contains("w0") && msg.contains("budget"), "{msg}");
 }
 
 #[test]
@@ -124,16 +93,12 @@ fn replicas_go_to_hot_experts_on_other_groups() {
     let copies = |e: u32| plan.holders(LayerId(0), ExpertId(e)).len();
     assert!(copies(3) >= copies(9) && copies(9) >= copies(12) && copies(12) >= 2);
     assert_eq!((0..16).map(copies).sum::<usize>(), 16 + 8);
-    assert!((0..16)
-        .filter(|e| ![3, 9, 12].contains(e))
-        .all(|e| copies(e) == 1));
+    assert!((0..16).filter(|e| ![3, 9, 12].contains(e)).all(|e| copies(e) == 1));
     let h3 = plan.holders(LayerId(0), ExpertId(3));
     let groups: std::collections::BTreeSet<u32> = h3.iter().map(|r| r.0 / 2).collect();
     assert_eq!(groups.len(), h3.len().min(4), "{h3:?}");
     // Layers without load data spread the replicas over distinct experts.
-    let l1: Vec<usize> = (0..16)
-        .map(|e| plan.holders(LayerId(1), ExpertId(e)).len())
-        .collect();
+    let l1: Vec<usize> = (0..16).map(|e| plan.holders(LayerId(1), ExpertId(e)).len()).collect();
     assert_eq!(l1.iter().sum::<usize>(), 16 + 8);
     assert!(l1.iter().all(|&n| n <= 2));
     for e in 0..16u32 {
@@ -170,9 +135,7 @@ fn repair_promotes_copies_and_reloads_orphans() {
     assert_eq!(rep.plan.epoch, Epoch(1));
     assert!(rep.plan.rank(Rank(0)).is_none());
     // Without load data each rank's primaries get one copy elsewhere: 4 slots, 4 ranks.
-    let copied: Vec<u32> = (0..12)
-        .filter(|&e| plan.holders(LayerId(0), ExpertId(e)).len() == 2)
-        .collect();
+    let copied: Vec<u32> = (0..12).filter(|&e| plan.holders(LayerId(0), ExpertId(e)).len() == 2).collect();
     assert_eq!(copied.len(), 4);
     let owners: std::collections::BTreeSet<u32> = copied.iter().map(|&e| e / 3).collect();
     assert_eq!(owners.len(), 4, "{copied:?}");
@@ -193,14 +156,8 @@ fn repair_promotes_copies_and_reloads_orphans() {
         }
     }
     assert_eq!(rep.plan.serving_groups(), vec![1, 2, 3]);
-    assert!(matches!(
-        plan.without_rank(Rank(9)),
-        Err(PlanError::UnknownRank(_))
-    ));
-    assert!(matches!(
-        plan.repair(&[Rank(0), Rank(1), Rank(2), Rank(3)]),
-        Err(PlanError::NoSurvivors)
-    ));
+    assert!(matches!(plan.without_rank(Rank(9)), Err(PlanError::UnknownRank(_))));
+    assert!(matches!(plan.repair(&[Rank(0), Rank(1), Rank(2), Rank(3)]), Err(PlanError::NoSurvivors)));
 }
 
 #[test]
@@ -208,9 +165,7 @@ fn repair_says_when_survivors_cannot_hold_the_model() {
     let cfg = common::tiny(12);
     let bytes = ModelBytes::new(&cfg, WeightForm::Release);
     let plan = Plan::new(&request(&cfg, 1, 4, 1)).map(|_| ()).unwrap_err();
-    let PlanError::DoesNotFit { needed, .. } = plan else {
-        panic!()
-    };
+    let PlanError::DoesNotFit { needed, .. } = plan else { panic!() };
     let tight = Plan::new(&request(&cfg, 1, 4, needed + bytes.blocks[0].expert)).unwrap();
     let e = tight.repair(&[Rank(1), Rank(2)]).unwrap_err();
     assert!(matches!(e, PlanError::CannotHold { .. }), "{e}");
@@ -233,19 +188,13 @@ fn properties_hold_for_random_requests() {
         let stat = bytes.static_bytes(tp, false).total();
         let expert = bytes.blocks[0].expert;
         let ws: Vec<WorkerSpec> = (0..world)
-            .map(|i| WorkerSpec {
-                id: format!("w{i}"),
-                budget_bytes: stat + expert * r.range(0, 40),
-            })
+            .map(|i| WorkerSpec { id: format!("w{i}"), budget_bytes: stat + expert * r.range(0, 40) })
             .collect();
         let mut req = PlanRequest::new(&cfg, WeightForm::Release, Layout::new(tp, dp), ws);
         req.redundant_slots_per_rank = r.range(0, 3) as usize;
         if r.range(0, 1) == 1 {
-            req.expert_load = Some(
-                (0..cfg.num_layers)
-                    .map(|_| (0..experts).map(|_| r.next_f64() * 10.0).collect())
-                    .collect(),
-            );
+            req.expert_load =
+                Some((0..cfg.num_layers).map(|_| (0..experts).map(|_| r.next_f64() * 10.0).collect()).collect());
         }
         let plan = match Plan::new(&req) {
             Ok(p) => p,
@@ -255,48 +204,32 @@ fn properties_hold_for_random_requests() {
             }
             Err(e) => panic!("case {case} seed {seed:#x}: {e}"),
         };
-        plan.validate()
-            .unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
+        plan.validate().unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
         for l in 0..cfg.num_layers {
             for e in 0..experts {
-                assert!(!plan
-                    .holders(LayerId(l as u32), ExpertId(e as u32))
-                    .is_empty());
+                assert!(!plan.holders(LayerId(l as u32), ExpertId(e as u32)).is_empty());
             }
         }
         assert!(plan.ranks.iter().all(|r| r.bytes.total() <= r.budget_bytes));
 
-        let dead: Vec<Rank> = (0..world as u32)
-            .filter(|_| r.range(0, 3) == 0)
-            .map(Rank)
-            .collect();
+        let dead: Vec<Rank> = (0..world as u32).filter(|_| r.range(0, 3) == 0).map(Rank).collect();
         if dead.len() == world {
             continue;
         }
         match plan.repair(&dead) {
             Ok(rep) => {
-                rep.plan
-                    .validate()
-                    .unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
+                rep.plan.validate().unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
                 assert!(rep.plan.ranks.iter().all(|r| !dead.contains(&r.rank)));
             }
-            Err(PlanError::CannotHold {
-                bytes, most_free, ..
-            }) => assert!(most_free < bytes),
+            Err(PlanError::CannotHold { bytes, most_free, .. }) => assert!(most_free < bytes),
             Err(e) => panic!("case {case} seed {seed:#x}: {e}"),
         }
         // With room to spare, repair always keeps every expert homed.
-        let roomy: Vec<WorkerSpec> = (0..world)
-            .map(|i| WorkerSpec {
-                id: format!("w{i}"),
-                budget_bytes: 64 * GIB,
-            })
-            .collect();
+        let roomy: Vec<WorkerSpec> =
+            (0..world).map(|i| WorkerSpec { id: format!("w{i}"), budget_bytes: 64 * GIB }).collect();
         req.workers = roomy;
         let plan = Plan::new(&req).unwrap();
-        let rep = plan
-            .repair(&dead)
-            .unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
+        let rep = plan.repair(&dead).unwrap_or_else(|e| panic!("case {case} seed {seed:#x}: {e}"));
         rep.plan.validate().unwrap();
     }
 }

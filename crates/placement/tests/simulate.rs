@@ -23,10 +23,7 @@ fn cluster() -> SimConfig {
 fn same_seed_same_result() {
     let c = cluster();
     assert_eq!(compare(&c, 42).unwrap(), compare(&c, 42).unwrap());
-    assert_ne!(
-        simulate(&c, Policy::Reload, 42).unwrap(),
-        simulate(&c, Policy::Reload, 43).unwrap()
-    );
+    assert_ne!(simulate(&c, Policy::Reload, 42).unwrap(), simulate(&c, Policy::Reload, 43).unwrap());
 }
 
 #[test]
@@ -41,11 +38,7 @@ fn policies_rank_as_expected() {
     }
     let (replicas, reload, spares) = (&r[0], &r[1], &r[2]);
     // 64 ranks x 8760 h / 2000 h: about 280 failures a year.
-    assert!(
-        (200..400).contains(&replicas.failures),
-        "{}",
-        replicas.failures
-    );
+    assert!((200..400).contains(&replicas.failures), "{}", replicas.failures);
     assert!(replicas.stall_hours < reload.stall_hours);
     assert!(replicas.mean_recovery_s < reload.mean_recovery_s);
     assert!(spares.degraded_hours < reload.degraded_hours);

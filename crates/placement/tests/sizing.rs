@@ -1,9 +1,7 @@
 mod common;
 
 use emesh_placement::sizing::{min_cluster, Bound};
-use emesh_placement::{
-    size, Hardware, ModelProfile, PlanError, SizingRequest, V3Config, WeightForm,
-};
+use emesh_placement::{size, Hardware, ModelProfile, PlanError, SizingRequest, V3Config, WeightForm};
 
 fn v3() -> ModelProfile {
     let c = V3Config::from_json_str(&common::read_config_text("deepseek-v3.json")).unwrap();
@@ -28,17 +26,9 @@ fn rel(pred: f64, published: f64) -> f64 {
 fn v3_checkpoint_and_active_parameters() {
     let c = V3Config::from_json_str(&common::read_config_text("deepseek-v3.json")).unwrap();
     // Published: 688.6 GB over 163 shards, MTP included.
-    assert!(
-        rel(c.checkpoint_bytes() as f64, 688.6e9).abs() < 0.001,
-        "{}",
-        c.checkpoint_bytes()
-    );
+    assert!(rel(c.checkpoint_bytes() as f64, 688.6e9).abs() < 0.001, "{}", c.checkpoint_bytes());
     // Published: 37B activated parameters.
-    assert!(
-        rel(v3().active_params(), 37e9).abs() < 0.02,
-        "{}",
-        v3().active_params()
-    );
+    assert!(rel(v3().active_params(), 37e9).abs() < 0.02, "{}", v3().active_params());
     assert!(V3Config::from_json_str("{}").is_err());
     assert!(V3Config::from_json_str(&common::read_config_text("deepseek-v4-pro.json")).is_err());
 }
@@ -74,33 +64,15 @@ fn v3_matches_deepseek_published_serving_figures() {
     println!("| quantity | published | predicted | error |");
     println!("|---|---|---|---|");
     let rows = [
-        (
-            "prefill input tok/s per node (incl. cache hits)",
-            73_700.0,
-            prefill,
-        ),
-        (
-            "decode output tok/s per node",
-            14_800.0,
-            d.tokens_per_s_node,
-        ),
-        (
-            "decode tok/s per sequence (20-22 published)",
-            21.0,
-            d.tokens_per_s_seq,
-        ),
+        ("prefill input tok/s per node (incl. cache hits)", 73_700.0, prefill),
+        ("decode output tok/s per node", 14_800.0, d.tokens_per_s_node),
+        ("decode tok/s per sequence (20-22 published)", 21.0, d.tokens_per_s_seq),
     ];
     for (what, published, predicted) in rows {
-        println!(
-            "| {what} | {published:.1} | {predicted:.1} | {:+.1}% |",
-            100.0 * rel(predicted, published)
-        );
+        println!("| {what} | {published:.1} | {predicted:.1} | {:+.1}% |", 100.0 * rel(predicted, published));
     }
     for (what, published, predicted) in rows {
-        assert!(
-            rel(predicted, published).abs() <= TOLERANCE,
-            "{what}: {predicted} vs {published}"
-        );
+        assert!(rel(predicted, published).abs() <= TOLERANCE, "{what}: {predicted} vs {published}");
     }
 }
 
@@ -108,31 +80,14 @@ fn v3_matches_deepseek_published_serving_figures() {
 fn v4_profiles_agree_with_the_spec() {
     let pro = ModelProfile::from_v4("V4-Pro", &common::pro(), WeightForm::Release).unwrap();
     assert_eq!(pro.weight_bytes(), 850_748_205_004);
-    assert!(
-        rel(pro.active_params(), 48.85e9).abs() < 0.002,
-        "{}",
-        pro.active_params()
-    );
+    assert!(rel(pro.active_params(), 48.85e9).abs() < 0.002, "{}", pro.active_params());
     let flash = ModelProfile::from_v4("V4-Flash", &common::flash(), WeightForm::Release).unwrap();
     assert_eq!(flash.weight_bytes(), 156_015_698_140);
-    assert!(
-        rel(flash.active_params(), 13.27e9).abs() < 0.002,
-        "{}",
-        flash.active_params()
-    );
+    assert!(rel(flash.active_params(), 13.27e9).abs() < 0.002, "{}", flash.active_params());
     // Cache growth per token (spec section 7.4, FP8 entries + FP8 indexer keys).
-    let per_token =
-        |p: &ModelProfile| (p.kv_bytes(1 << 21) - p.kv_bytes(1 << 20)) as f64 / (1 << 20) as f64;
-    assert!(
-        (per_token(&pro) - 5511.4).abs() < 0.5,
-        "{}",
-        per_token(&pro)
-    );
-    assert!(
-        (per_token(&flash) - 3850.0).abs() < 1.0,
-        "{}",
-        per_token(&flash)
-    );
+    let per_token = |p: &ModelProfile| (p.kv_bytes(1 << 21) - p.kv_bytes(1 << 20)) as f64 / (1 << 20) as f64;
+    assert!((per_token(&pro) - 5511.4).abs() < 0.5, "{}", per_token(&pro));
+    assert!((per_token(&flash) - 3850.0).abs() < 1.0, "{}", per_token(&flash));
     let gib = pro.kv_bytes(1 << 20) as f64 / (1u64 << 30) as f64;
     assert!((gib - 5.40).abs() < 0.03, "{gib}");
 }
@@ -142,10 +97,7 @@ fn pro_report_lists_layouts_and_the_smallest_cluster() {
     let pro = ModelProfile::from_v4("V4-Pro", &common::pro(), WeightForm::Release).unwrap();
     let req = SizingRequest::new(Hardware::parse("h100-80g").unwrap(), 2, 8, 65536);
     let r = size(&pro, &req).unwrap();
-    assert_eq!(
-        r.layouts.iter().map(|l| l.tp).collect::<Vec<_>>(),
-        vec![1, 2, 4, 8]
-    );
+    assert_eq!(r.layouts.iter().map(|l| l.tp).collect::<Vec<_>>(), vec![1, 2, 4, 8]);
     for l in &r.layouts {
         assert_eq!(l.tp * l.dp, 16);
         assert_eq!(l.fits, l.decode.is_some());
@@ -163,17 +115,10 @@ fn pro_report_lists_layouts_and_the_smallest_cluster() {
     assert!(size(&pro, &smaller).unwrap().layouts.iter().any(|l| l.fits));
     if min.nodes > 1 {
         smaller.nodes = min.nodes - 1;
-        assert!(size(&pro, &smaller)
-            .unwrap()
-            .layouts
-            .iter()
-            .all(|l| !l.fits));
+        assert!(size(&pro, &smaller).unwrap().layouts.iter().all(|l| !l.fits));
     }
     let text = r.to_string();
-    assert!(
-        text.contains("V4-Pro") && text.contains("smallest cluster"),
-        "{text}"
-    );
+    assert!(text.contains("V4-Pro") && text.contains("smallest cluster"), "{text}");
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["layouts"].as_array().unwrap().len() == 4);
     println!("{text}");
@@ -188,10 +133,7 @@ fn flash_on_cpu_nodes_and_bad_inputs() {
     assert!(r.layouts[0].fits);
     assert_eq!(r.min_cluster.as_ref().unwrap().nodes, 1);
     assert_ne!(r.layouts[0].decode.as_ref().unwrap().bound, Bound::NvLink);
-    assert!(matches!(
-        Hardware::parse("tpu"),
-        Err(PlanError::UnknownHardware(_))
-    ));
+    assert!(matches!(Hardware::parse("tpu"), Err(PlanError::UnknownHardware(_))));
     assert!(Hardware::parse("cpu:-3").is_err());
     let mut bad = req.clone();
     bad.nodes = 0;

@@ -18,16 +18,12 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 pub fn tokenizer_dir() -> PathBuf {
-    dir(
-        "EMESH_TOKENIZER_DIR",
-        "../../../shared/models/deepseek-v4-tokenizer",
-    )
+    dir("EMESH_TOKENIZER_DIR", "../../../shared/models/deepseek-v4-tokenizer")
 }
 
 pub fn load_json(relative: &str) -> Value {
     let path = fixtures_dir().join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("fixture {} is required: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {} is required: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
@@ -37,9 +33,7 @@ pub fn chat_vectors() -> Value {
 
 /// The array under `key`, asserted non-empty.
 pub fn vectors<'a>(doc: &'a Value, key: &str) -> &'a [Value] {
-    let items = doc[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture key {key:?} must be an array"));
+    let items = doc[key].as_array().unwrap_or_else(|| panic!("fixture key {key:?} must be an array"));
     assert!(!items.is_empty(), "fixture key {key:?} is empty");
     items
 }

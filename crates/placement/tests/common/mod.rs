@@ -9,17 +9,13 @@ use std::path::PathBuf;
 pub fn configs_dir() -> PathBuf {
     std::env::var("EMESH_CONFIGS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/configs")
-        })
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/configs"))
 }
 
 pub fn fixtures_dir() -> PathBuf {
     std::env::var(emesh_common::names::ENV_FIXTURES_DIR)
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 /// Reads a config file; a missing file fails the test.
@@ -62,8 +58,7 @@ pub fn tiny(experts: usize) -> ModelConfig {
 
 /// Name -> (dtype, shape) of a safetensors file header.
 pub fn safetensors_header(path: &std::path::Path) -> Vec<(String, String, Vec<usize>)> {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let v: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     let mut out = Vec::new();
@@ -72,12 +67,7 @@ pub fn safetensors_header(path: &std::path::Path) -> Vec<(String, String, Vec<us
             continue;
         }
         let dtype = t["dtype"].as_str().unwrap().to_string();
-        let shape = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         out.push((k.clone(), dtype, shape));
     }
     out.sort();
