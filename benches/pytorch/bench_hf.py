@@ -396,46 +396,76 @@ def cross_check(args, model, cfg, model_dir: str) -> dict:
 # Benchmarks
 # ---------------------------------------------------------------------------
 
-def _cpu_times():
-    """(busy, steal, total) jiffies from /proc/stat (None where unavailable)."""
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_NCPU = os.cpu_count() or 1
+
+
+def _busy_seconds():
+    """CPU seconds spent busy machine-wide (all cores), from /proc/stat; None where unavailable."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
+    except (OSError, ValueError):
         return None
-    steal = v[7] if len(v) > 7 else 0
-    return v[0] + v[1] + v[2] + v[5] + v[6], steal, sum(v[:8])
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / _HZ
 
 
-class CpuMonitor:
-    """Reports the share of CPU time stolen by the host (or used elsewhere) during a phase."""
+def _own_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+class Timer:
+    """Wall time of a block, plus how much CPU other processes (or the host, as steal) took
+    meanwhile, in percent of the machine: a contended repeat shows up as others_pct > 0."""
 
     def __enter__(self):
-        self.t0 = _cpu_times()
+        self.b0, self.o0, self.t0 = _busy_seconds(), _own_seconds(), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        t1 = _cpu_times()
-        self.stats = None
-        if self.t0 and t1 and t1[2] > self.t0[2]:
-            tot = t1[2] - self.t0[2]
-            self.stats = {"steal_pct": round(100 * (t1[1] - self.t0[1]) / tot, 1),
-                          "busy_pct": round(100 * (t1[0] - self.t0[0]) / tot, 1)}
+        self.wall = time.perf_counter() - self.t0
+        b1, o1 = _busy_seconds(), _own_seconds()
+        self.others_pct = None
+        if self.b0 is not None and b1 is not None and self.wall > 0:
+            others = (b1 - self.b0) - (o1 - self.o0)
+            self.others_pct = round(max(0.0, 100 * others / (self.wall * _NCPU)), 1)
         return False
+
+
+def wait_idle(max_wait: float, threshold_pct: float = 10.0) -> float:
+    """Waits (up to max_wait s) until the machine is nearly idle; returns the seconds waited."""
+    if max_wait <= 0 or _busy_seconds() is None:
+        return 0.0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        b0, w0 = _busy_seconds(), time.perf_counter()
+        time.sleep(0.5)
+        if 100 * (_busy_seconds() - b0) / ((time.perf_counter() - w0) * _NCPU) < threshold_pct:
+            break
+    return time.perf_counter() - t0
+
+
+def summarize(times: list[float], others: list, waited: list[float]) -> dict:
+    return {"repeats": len(times), "seconds": [round(t, 4) for t in times],
+            "others_cpu_pct": others, "waited_idle_s": [round(w, 1) for w in waited],
+            "median_s": statistics.median(times), "min_s": min(times)}
 
 
 def bench_prefill(args, model, cfg) -> dict:
     ids = random_ids(1, args.prompt_len, cfg.vocab_size, args.seed)
     prefill(model, cfg, ids[:, : min(64, args.prompt_len)])  # warm-up (allocator, kernels)
-    times = []
-    with CpuMonitor() as mon:
-        for _ in range(args.prefill_repeats):
-            t0 = time.perf_counter()
+    times, others, waited = [], [], []
+    for _ in range(args.prefill_repeats):
+        waited.append(wait_idle(args.wait_idle))
+        with Timer() as t:
             prefill(model, cfg, ids)
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"prompt_len": args.prompt_len, "repeats": len(times), "seconds": [round(t, 4) for t in times],
-            "tokens_per_s": args.prompt_len / med, "cpu": mon.stats}
+        times.append(t.wall)
+        others.append(t.others_pct)
+    r = {"prompt_len": args.prompt_len, **summarize(times, others, waited)}
+    r["tokens_per_s"] = args.prompt_len / r["median_s"]
+    r["best_tokens_per_s"] = args.prompt_len / r["min_s"]
+    return r
 
 
 def bench_decode(args, model, cfg, batch: int) -> dict:
@@ -444,27 +474,31 @@ def bench_decode(args, model, cfg, batch: int) -> dict:
         ids = random_ids(1, ctx, cfg.vocab_size, args.seed).repeat(batch, 1)
     else:
         ids = random_ids(batch, ctx, cfg.vocab_size, args.seed + 100)
-    t0 = time.perf_counter()
-    logits, cache = prefill(model, cfg, ids)
-    prefill_s = time.perf_counter() - t0
+    with Timer() as t:
+        logits, cache = prefill(model, cfg, ids)
+    prefill_s = t.wall
     tok = logits[:, -1, :].argmax(-1, keepdim=True)
     for _ in range(args.decode_warmup):
         step, cache = decode_step(model, tok, cache)
         tok = step.argmax(-1, keepdim=True)
-    times = []
-    with CpuMonitor() as mon:
-        for _ in range(args.decode_repeats):
-            t0 = time.perf_counter()
+    # Repeats are consecutive windows of --decode-steps steps on the same sequences
+    # (the context grows by decode_steps per repeat).
+    times, others, waited = [], [], []
+    for _ in range(args.decode_repeats):
+        waited.append(wait_idle(args.wait_idle))
+        with Timer() as t:
             for _ in range(args.decode_steps):
                 step, cache = decode_step(model, tok, cache)
                 tok = step.argmax(-1, keepdim=True)
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"batch": batch, "context": ctx, "steps": args.decode_steps, "warmup_steps": args.decode_warmup,
-            "repeats": len(times), "seconds": [round(t, 4) for t in times],
-            "tokens_per_s": batch * args.decode_steps / med,
-            "ms_per_step": 1000 * med / args.decode_steps,
-            "context_prefill_tokens_per_s": batch * ctx / prefill_s, "cpu": mon.stats}
+        times.append(t.wall)
+        others.append(t.others_pct)
+    r = {"batch": batch, "context": ctx, "batch_rows": args.batch_rows, "steps": args.decode_steps,
+         "warmup_steps": args.decode_warmup, **summarize(times, others, waited)}
+    r["tokens_per_s"] = batch * args.decode_steps / r["median_s"]
+    r["best_tokens_per_s"] = batch * args.decode_steps / r["min_s"]
+    r["ms_per_step"] = 1000 * r["median_s"] / args.decode_steps
+    r["context_prefill_tokens_per_s"] = batch * ctx / prefill_s
+    return r
 
 
 def main():
@@ -485,6 +519,9 @@ def main():
                     help="decode batch rows: distinct random prompts, or copies of one prompt")
     ap.add_argument("--experts-impl", default="eager",
                     help="transformers experts implementation: eager (default), grouped_mm, batched_mm")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="before each timed repeat, wait up to this many seconds for other processes "
+                         "to leave the machine idle (<10%% busy)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--check-len", type=int, default=20)
     ap.add_argument("--check-gen", type=int, default=16)

@@ -13,6 +13,9 @@ use std::arch::x86_64::*;
 /// [`crate::matrix::Weight::decode_row`], eight at a time.
 pub trait RowLoad: Copy {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Element `k`, decoded (scalar; the same value as the vector path).
     fn get(&self, k: usize) -> f32;
     /// Elements `k..k+8` (`k` a multiple of 8).
@@ -104,7 +107,7 @@ impl RowLoad for Fp4Row<'_> {
     #[inline(always)]
     fn get(&self, k: usize) -> f32 {
         let byte = self.packed[k / 2];
-        let code = if k % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let code = if k.is_multiple_of(2) { byte & 0x0f } else { byte >> 4 };
         crate::formats::E2M1[code as usize] * e8m0_to_f32(self.scales[k / 32])
     }
     #[inline(always)]

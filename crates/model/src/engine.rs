@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::hc;
 use crate::moe::{self, Route};
 use crate::numerics::Numerics;
+use crate::parallel::{Local, ModelComm};
 use crate::weights::{self, ModelWeights, Shard};
 use emesh_common::ModelConfig;
 use emesh_compute::{matmul, ops, RopeTable};
@@ -103,7 +104,17 @@ impl Engine {
 
     /// Runs one forward over a batch; returns, per sequence, its requested logits
     /// (`[rows, vocab]` flattened; empty for `Logits::None`).
-    pub fn forward(&self, seqs: &mut [Seq], mut trace: Option<&mut Trace>) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(&self, seqs: &mut [Seq], trace: Option<&mut Trace>) -> Result<Vec<Vec<f32>>> {
+        self.forward_with(&mut Local, seqs, trace)
+    }
+
+    /// [`Engine::forward`] with the cross-rank parts of each layer going through `comm`.
+    pub fn forward_with(
+        &self,
+        comm: &mut dyn ModelComm,
+        seqs: &mut [Seq],
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let (d, hcm) = (cfg.hidden_size, cfg.hc_mult);
         let (eps, hc_eps) = (cfg.rms_norm_eps as f32, cfg.hc_eps as f32);
@@ -146,11 +157,13 @@ impl Engine {
                 seqs.iter_mut().map(|s| &mut s.cache.layers[li]).collect();
             let partials =
                 attention::forward(&ctx, &lw.attn, &a, &spans, &mut caches, lt.as_mut().map(|l| &mut l.indexer));
-            let u = sum_in_order(&partials, n * d);
+            let u = comm.reduce_attention(li, partials, n * d)?;
             hc::post(&mut x, &u, &mix, hcm, d);
             let (mut b, mix) = hc::pre(&x, n, dims, &lw.hc_ffn);
             ops::rms_norm_rows(&mut b, d, Some(&lw.ffn_norm), eps);
-            let (v, routes) = moe::forward(cfg, &lw.moe, &b, &tokens, self.numerics);
+            let routes = moe::route(cfg, &lw.moe, &b, &tokens, self.numerics);
+            let mut v = comm.routed_experts(cfg, li, &lw.moe, &b, &routes, self.numerics)?;
+            moe::add_shared(&mut v, &moe::expert_forward(cfg, &lw.moe.shared, &b, n, None, self.numerics));
             hc::post(&mut x, &v, &mix, hcm, d);
             if let (Some(tr), Some(mut l)) = (trace.as_deref_mut(), lt) {
                 l.attn_out = u;
@@ -201,17 +214,6 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-/// Sums per-group partials in ascending group order (starting from zero).
-pub fn sum_in_order(partials: &[Vec<f32>], len: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; len];
-    for p in partials {
-        for (a, &b) in u.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    u
 }
 
 /// Index of the largest logit (lowest index on ties).

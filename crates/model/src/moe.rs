@@ -109,12 +109,13 @@ pub fn run_experts(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], routes: &[Route
         .collect()
 }
 
-/// Sums routed outputs per token in ascending expert id and adds the shared expert output.
-pub fn combine(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], shared: &[f32], nx: Numerics) -> Vec<f32> {
+/// Sums each token's routed outputs in slot (= ascending expert id) order, starting from zero:
+/// `w * y` in exact numerics, `y` in official numerics (the weight was applied before `w2`).
+/// `outs` must hold every slot of every token.
+pub fn combine_routed(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], nx: Numerics) -> Result<Vec<f32>, String> {
     let d = cfg.hidden_size;
     let k = cfg.num_experts_per_tok;
     let n = routes.len();
-    // Gather each token's k outputs by slot, then sum in slot (= ascending expert) order.
     let mut slots: Vec<Option<&[f32]>> = vec![None; n * k];
     for o in outs {
         for (j, &(t, s)) in o.tokens.iter().enumerate() {
@@ -125,7 +126,7 @@ pub fn combine(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], shared: 
     for t in 0..n {
         let acc = &mut out[t * d..(t + 1) * d];
         for (s, &wt) in routes[t].weights.iter().enumerate() {
-            let Some(y) = slots[t * k + s] else { continue };
+            let y = slots[t * k + s].ok_or_else(|| format!("no output for token {t} expert {}", routes[t].experts[s]))?;
             if nx.official() {
                 for (a, &v) in acc.iter_mut().zip(y) {
                     *a += v;
@@ -136,17 +137,22 @@ pub fn combine(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], shared: 
                 }
             }
         }
-        for (a, &v) in acc.iter_mut().zip(&shared[t * d..(t + 1) * d]) {
-            *a += v;
-        }
     }
-    out
+    Ok(out)
+}
+
+/// Adds the shared expert's output to the routed sum, in place.
+pub fn add_shared(routed: &mut [f32], shared: &[f32]) {
+    for (a, &v) in routed.iter_mut().zip(shared) {
+        *a += v;
+    }
 }
 
 /// The whole sublayer in one process.
 pub fn forward(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], tokens: &[u32], nx: Numerics) -> (Vec<f32>, Vec<Route>) {
     let routes = route(cfg, w, x, tokens, nx);
     let outs = run_experts(cfg, w, x, &routes, nx);
-    let shared = expert_forward(cfg, &w.shared, x, tokens.len(), None, nx);
-    (combine(cfg, &routes, &outs, &shared, nx), routes)
+    let mut out = combine_routed(cfg, &routes, &outs, nx).expect("one process holds every expert");
+    add_shared(&mut out, &expert_forward(cfg, &w.shared, x, tokens.len(), None, nx));
+    (out, routes)
 }

@@ -9,7 +9,9 @@
 //! - [`sizing`]: `emesh plan`'s report: feasible layouts, memory per GPU, roofline throughput,
 //!   the smallest cluster; [`v3`] lets it size DeepSeek-V3 for comparison with published data.
 //! - [`simulate`]: a seeded failure simulator comparing recovery policies.
+//! - [`catalog`]: the official configs built in by name, and any config recognised by `model_type`.
 
+pub mod catalog;
 pub mod error;
 pub mod hardware;
 pub mod inventory;

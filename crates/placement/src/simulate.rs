@@ -19,6 +19,7 @@
 
 use crate::error::{input, PlanError};
 use crate::rng::SplitMix64;
+use crate::sizing::LayoutReport;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -212,6 +213,20 @@ pub fn simulate(cfg: &SimConfig, policy: Policy, seed: u64) -> Result<SimReport,
         throughput_lost: sweep.lost / horizon,
         mean_recovery_s: if failures.is_empty() { 0.0 } else { recovery_total * 3600.0 / stall_starts },
     })
+}
+
+/// Ranks of `layout` that may be dead at once while the survivors still hold every expert: the
+/// dead ranks' experts move into the survivors' cache memory, each survivor keeping room for one
+/// sequence of `kv_bytes_per_sequence`. At most all ranks but one.
+pub fn tolerated_failures(layout: &LayoutReport, kv_bytes_per_sequence: u64) -> usize {
+    let world = layout.tp.saturating_mul(layout.dp);
+    let experts = layout.memory.experts as u128;
+    let free = layout.memory.cache.saturating_sub(kv_bytes_per_sequence) as u128;
+    let most = world.saturating_sub(1);
+    if experts + free == 0 {
+        return 0;
+    }
+    usize::try_from(world as u128 * free / (experts + free)).unwrap_or(most).min(most)
 }
 
 /// Runs every policy over the same failure trace.

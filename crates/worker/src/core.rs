@@ -1,0 +1,200 @@
+//! The worker's state and its step, independent of how messages travel.
+
+use crate::cluster_comm::ClusterComm;
+use emesh_comm::{PayloadDtype, Transport};
+use emesh_common::{Epoch, ModelConfig, Rank};
+use emesh_model::checkpoint::Checkpoint;
+use emesh_model::weights::{self, Shard};
+use emesh_model::{Engine, Logits, Numerics, Seq, SeqCache};
+use emesh_placement::Plan;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Model(#[from] emesh_model::ModelError),
+    #[error("{rank}: shard needs {need} bytes of weights, the memory budget is {budget}")]
+    Budget { rank: Rank, need: u64, budget: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{rank}: step for epoch {got} refused (current epoch {current})")]
+    StaleEpoch { rank: Rank, got: Epoch, current: Epoch },
+}
+
+/// One sequence's part of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeqWork {
+    pub id: u64,
+    pub tokens: Vec<u32>,
+    /// Position of the first token (must equal the cache's position).
+    pub pos: usize,
+    pub logits: Logits,
+}
+
+/// The same for every rank: each group's batch.
+#[derive(Clone, Debug, Default)]
+pub struct StepInput {
+    pub epoch: Epoch,
+    pub step: u64,
+    pub groups: Vec<Vec<SeqWork>>,
+    /// Sequences whose caches can be dropped.
+    pub free: Vec<u64>,
+}
+
+/// Logits of the group's sequences, returned by the group's position-0 rank.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    pub logits: Vec<(u64, Vec<f32>)>,
+}
+
+pub struct WorkerCore {
+    pub rank: Rank,
+    pub plan: Plan,
+    pub engine: Engine,
+    transport: Arc<dyn Transport>,
+    caches: HashMap<u64, SeqCache>,
+    group: Vec<Rank>,
+    position: usize,
+    group_index: usize,
+    pub dispatch_dtype: PayloadDtype,
+}
+
+/// The model shard a rank's plan asks for.
+pub fn shard_of(cfg: &ModelConfig, plan: &Plan, rank: Rank) -> Result<Shard, WorkerError> {
+    let rp = plan.rank(rank).ok_or_else(|| WorkerError::Invalid(format!("{rank} is not in the placement")))?;
+    if rp.experts.len() != cfg.num_layers {
+        return Err(WorkerError::Invalid(format!(
+            "placement lists experts for {} layers, the model has {}",
+            rp.experts.len(),
+            cfg.num_layers
+        )));
+    }
+    Ok(Shard {
+        groups: rp.out_groups.clone(),
+        experts: rp.experts.iter().map(|l| l.iter().map(|e| e.0).collect()).collect(),
+        dense: true,
+    })
+}
+
+impl WorkerCore {
+    /// Loads this rank's shard from `model_dir` (only its tensors are read).
+    pub fn load(
+        model_dir: &Path,
+        plan: Plan,
+        rank: Rank,
+        transport: Arc<dyn Transport>,
+        numerics: Numerics,
+        memory_budget: Option<u64>,
+        progress: bool,
+    ) -> Result<Self, WorkerError> {
+        let cfg = ModelConfig::from_file(&model_dir.join("config.json")).map_err(emesh_model::ModelError::from)?;
+        let ck = Checkpoint::open(model_dir)?;
+        let shard = shard_of(&cfg, &plan, rank)?;
+        let need = ck.bytes_of(&weights::tensor_names(&cfg, &shard, &ck));
+        if let Some(budget) = memory_budget {
+            if need > budget {
+                return Err(WorkerError::Budget { rank, need, budget });
+            }
+        }
+        let w = weights::load(&cfg, &shard, &ck, progress)?;
+        let engine = Engine::new(cfg, w, numerics);
+        Self::new(engine, plan, rank, transport)
+    }
+
+    pub fn new(engine: Engine, plan: Plan, rank: Rank, transport: Arc<dyn Transport>) -> Result<Self, WorkerError> {
+        let rp = plan.rank(rank).ok_or_else(|| WorkerError::Invalid(format!("{rank} is not in the placement")))?;
+        let mut group: Vec<(usize, Rank)> =
+            plan.ranks.iter().filter(|r| r.group == rp.group).map(|r| (r.position, r.rank)).collect();
+        group.sort();
+        let position = rp.position;
+        let group_index = rp.group;
+        Ok(WorkerCore {
+            rank,
+            group: group.into_iter().map(|(_, r)| r).collect(),
+            position,
+            group_index,
+            plan,
+            engine,
+            transport,
+            caches: HashMap::new(),
+            dispatch_dtype: PayloadDtype::F32,
+        })
+    }
+
+    pub fn group_index(&self) -> usize {
+        self.group_index
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        self.engine.weights.bytes()
+    }
+
+    pub fn cached_sequences(&self) -> usize {
+        self.caches.len()
+    }
+
+    /// Runs one step. Every rank of the cluster must run every step (an empty batch still takes
+    /// part in each exchange). On failure the caches of this group's batch are dropped: those
+    /// sequences must be prefilled again.
+    pub fn step(&mut self, input: &StepInput) -> Result<StepOutput, WorkerError> {
+        if input.epoch != self.plan.epoch {
+            return Err(WorkerError::StaleEpoch { rank: self.rank, got: input.epoch, current: self.plan.epoch });
+        }
+        for id in &input.free {
+            self.caches.remove(id);
+        }
+        let empty = Vec::new();
+        let batch = input.groups.get(self.group_index).unwrap_or(&empty);
+        let mut taken: Vec<(u64, SeqCache)> = Vec::with_capacity(batch.len());
+        for s in batch {
+            let cache = match self.caches.remove(&s.id) {
+                Some(c) => c,
+                None if s.pos == 0 => self.engine.new_cache(),
+                None => {
+                    return Err(WorkerError::Invalid(format!(
+                        "{}: sequence {} starts at position {} but has no cache here",
+                        self.rank, s.id, s.pos
+                    )))
+                }
+            };
+            if cache.pos != s.pos {
+                return Err(WorkerError::Invalid(format!(
+                    "{}: sequence {} is at position {}, the step says {}",
+                    self.rank, s.id, cache.pos, s.pos
+                )));
+            }
+            taken.push((s.id, cache));
+        }
+        let mut comm = ClusterComm {
+            transport: self.transport.as_ref(),
+            plan: &self.plan,
+            epoch: input.epoch,
+            step: input.step,
+            group: self.group.clone(),
+            position: self.position,
+            dispatch_dtype: self.dispatch_dtype,
+        };
+        let lead = self.position == 0;
+        let mut seqs: Vec<Seq> = taken
+            .iter_mut()
+            .zip(batch)
+            .map(|((_, c), s)| Seq { tokens: &s.tokens, cache: c, logits: if lead { s.logits } else { Logits::None } })
+            .collect();
+        let out = self.engine.forward_with(&mut comm, &mut seqs, None)?;
+        drop(seqs);
+        let mut logits = Vec::new();
+        for ((id, cache), l) in taken.into_iter().zip(out) {
+            self.caches.insert(id, cache);
+            if lead {
+                logits.push((id, l));
+            }
+        }
+        Ok(StepOutput { logits })
+    }
+}

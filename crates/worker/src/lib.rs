@@ -1,0 +1,13 @@
+//! A worker: one rank of the cluster.
+//!
+//! It holds the shard its [`emesh_placement::RankPlan`] assigns (its heads' slice of attention,
+//! its experts, the replicated tensors), keeps the caches of its group's sequences, and runs
+//! whole steps with its peers through a [`emesh_comm::Transport`]. The math is the engine's own
+//! ([`emesh_model::Engine::forward_with`]); this crate only supplies the cross-rank exchanges
+//! ([`cluster_comm::ClusterComm`]).
+
+pub mod cluster_comm;
+pub mod core;
+mod msg;
+
+pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};
