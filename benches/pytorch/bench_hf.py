@@ -446,23 +446,33 @@ def wait_idle(max_wait: float, threshold_pct: float = 10.0) -> float:
     return time.perf_counter() - t0
 
 
-def summarize(times: list[float], others: list, waited: list[float]) -> dict:
-    return {"repeats": len(times), "seconds": [round(t, 4) for t in times],
-            "others_cpu_pct": others, "waited_idle_s": [round(w, 1) for w in waited],
-            "median_s": statistics.median(times), "min_s": min(times)}
+CLEAN_PCT = 10.0
+
+
+def timed_repeats(args, n: int, fn) -> dict:
+    """Runs fn() until n repeats ran on a quiet machine (others_cpu_pct < CLEAN_PCT) or
+    --max-attempts x n attempts were made; the median is over the quiet repeats when any."""
+    times, others, waited = [], [], []
+    for _ in range(max(n, n * args.max_attempts)):
+        waited.append(round(wait_idle(args.wait_idle), 1))
+        with Timer() as t:
+            fn()
+        times.append(t.wall)
+        others.append(t.others_pct)
+        if sum(1 for o in others if o is not None and o < CLEAN_PCT) >= n:
+            break
+    clean = [t for t, o in zip(times, others) if o is not None and o < CLEAN_PCT]
+    use = clean if clean else times
+    return {"attempts": len(times), "clean_repeats": len(clean), "seconds": [round(t, 4) for t in times],
+            "others_cpu_pct": others, "waited_idle_s": waited,
+            "median_s": statistics.median(use), "min_s": min(use)}
 
 
 def bench_prefill(args, model, cfg) -> dict:
     ids = random_ids(1, args.prompt_len, cfg.vocab_size, args.seed)
     prefill(model, cfg, ids[:, : min(64, args.prompt_len)])  # warm-up (allocator, kernels)
-    times, others, waited = [], [], []
-    for _ in range(args.prefill_repeats):
-        waited.append(wait_idle(args.wait_idle))
-        with Timer() as t:
-            prefill(model, cfg, ids)
-        times.append(t.wall)
-        others.append(t.others_pct)
-    r = {"prompt_len": args.prompt_len, **summarize(times, others, waited)}
+    r = {"prompt_len": args.prompt_len,
+         **timed_repeats(args, args.prefill_repeats, lambda: prefill(model, cfg, ids))}
     r["tokens_per_s"] = args.prompt_len / r["median_s"]
     r["best_tokens_per_s"] = args.prompt_len / r["min_s"]
     return r
@@ -483,17 +493,15 @@ def bench_decode(args, model, cfg, batch: int) -> dict:
         tok = step.argmax(-1, keepdim=True)
     # Repeats are consecutive windows of --decode-steps steps on the same sequences
     # (the context grows by decode_steps per repeat).
-    times, others, waited = [], [], []
-    for _ in range(args.decode_repeats):
-        waited.append(wait_idle(args.wait_idle))
-        with Timer() as t:
-            for _ in range(args.decode_steps):
-                step, cache = decode_step(model, tok, cache)
-                tok = step.argmax(-1, keepdim=True)
-        times.append(t.wall)
-        others.append(t.others_pct)
+    state = {"tok": tok, "cache": cache}
+
+    def window():
+        for _ in range(args.decode_steps):
+            step, state["cache"] = decode_step(model, state["tok"], state["cache"])
+            state["tok"] = step.argmax(-1, keepdim=True)
+
     r = {"batch": batch, "context": ctx, "batch_rows": args.batch_rows, "steps": args.decode_steps,
-         "warmup_steps": args.decode_warmup, **summarize(times, others, waited)}
+         "warmup_steps": args.decode_warmup, **timed_repeats(args, args.decode_repeats, window)}
     r["tokens_per_s"] = batch * args.decode_steps / r["median_s"]
     r["best_tokens_per_s"] = batch * args.decode_steps / r["min_s"]
     r["ms_per_step"] = 1000 * r["median_s"] / args.decode_steps
@@ -522,6 +530,8 @@ def main():
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each timed repeat, wait up to this many seconds for other processes "
                          "to leave the machine idle (<10%% busy)")
+    ap.add_argument("--max-attempts", type=int, default=1,
+                    help="retry contended repeats (others_cpu_pct >= 10) up to this many times the repeat count")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--check-len", type=int, default=20)
     ap.add_argument("--check-gen", type=int, default=16)

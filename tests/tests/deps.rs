@@ -11,7 +11,27 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("emesh-model", &["emesh-common", "emesh-compute"][..]),
         ("emesh-chat", &[][..]),
         ("emesh-placement", &["emesh-common"][..]),
-        ("emesh-cli", &["emesh-common", "emesh-compute", "emesh-model", "emesh-chat", "emesh-placement"][..]),
+        ("emesh-comm", &["emesh-common"][..]),
+        ("emesh-wire", &["emesh-common", "emesh-comm"][..]),
+        (
+            "emesh-worker",
+            &["emesh-common", "emesh-compute", "emesh-model", "emesh-comm", "emesh-placement", "emesh-wire"][..],
+        ),
+        // The coordinator never touches model weights or math.
+        ("emesh-coordinator", &["emesh-common", "emesh-placement", "emesh-wire"][..]),
+        (
+            "emesh-cli",
+            &[
+                "emesh-common",
+                "emesh-compute",
+                "emesh-model",
+                "emesh-chat",
+                "emesh-placement",
+                "emesh-worker",
+                "emesh-coordinator",
+                "emesh-wire",
+            ][..],
+        ),
         ("emesh-tests", &["emesh-common", "emesh-compute", "emesh-model"][..]),
         ("emesh-benches", &["emesh-common", "emesh-compute", "emesh-model"][..]),
     ])

@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use emesh_placement::catalog::{builtin, builtin_names, profile_from_config};
+use emesh_placement::sizing::count;
 use emesh_placement::{size, Hardware, ModelProfile, SizingReport, SizingRequest};
 use std::path::Path;
 
@@ -103,23 +104,27 @@ pub fn does_not_fit(r: &SizingReport) -> Option<String> {
     });
     let fix = match &r.min_cluster {
         Some(c) if c.nodes > r.nodes => format!(
-            "{} more node(s) are missing: the smallest cluster of {} x {} that holds it is {} nodes ({} GPUs, tp={})",
-            c.nodes - r.nodes,
+            "missing {}: the smallest cluster of {}-GPU {} nodes that holds it is {} ({} GPUs, tp={})",
+            count(c.nodes - r.nodes, "more node"),
             r.gpus_per_node,
             r.hardware.name,
-            c.nodes,
+            count(c.nodes, "node"),
             c.gpus,
             c.tp
         ),
-        Some(c) => format!("a cluster of {} nodes ({} GPUs, tp={}) holds it", c.nodes, c.gpus, c.tp),
+        Some(c) => format!("a cluster of {} ({} GPUs, tp={}) holds it", count(c.nodes, "node"), c.gpus, c.tp),
         None => format!(
-            "no cluster of up to 4096 nodes of {} x {} holds it: each GPU needs more memory",
+            "no cluster of up to 4096 {}-GPU {} nodes holds it: each GPU needs more memory",
             r.gpus_per_node, r.hardware.name
         ),
     };
     Some(format!(
-        "{} at {} tokens of context does not fit on {} node(s) x {} {}: {problem}; {fix}",
-        r.model, r.context, r.nodes, r.gpus_per_node, r.hardware.name
+        "{} at {} tokens of context does not fit on {} x {} {}: {problem}; {fix}",
+        r.model,
+        r.context,
+        count(r.nodes, "node"),
+        r.gpus_per_node,
+        r.hardware.name
     ))
 }
 

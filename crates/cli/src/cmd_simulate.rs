@@ -10,6 +10,7 @@ use crate::cmd_plan::{does_not_fit, load_model, ClusterArgs};
 use anyhow::{bail, Result};
 use emesh_placement::simulate::{compare, simulate, tolerated_failures, Policy, SimConfig};
 use emesh_placement::size;
+use emesh_placement::sizing::count;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum PolicyArg {
@@ -99,6 +100,10 @@ pub fn run(a: Args) -> Result<i32> {
         request_seconds: a.request_seconds,
         horizon_hours: a.horizon_hours,
     };
+    // Under `replicas` the copies take memory from the caches; say what remains.
+    let replica_bytes = (cfg.replica_coverage * cfg.expert_bytes_per_rank as f64) as u64;
+    let kv = report.kv_bytes_per_sequence.max(1);
+    let seqs_with_replicas = layout.memory.cache.saturating_sub(replica_bytes) / kv * layout.dp as u64;
     let results = match a.policy {
         PolicyArg::All => compare(&cfg, a.seed)?,
         PolicyArg::Replicas => vec![simulate(&cfg, Policy::Replicas, a.seed)?],
@@ -114,6 +119,9 @@ pub fn run(a: Args) -> Result<i32> {
             "context": report.context,
             "seed": a.seed,
             "config": cfg,
+            "replica_bytes_per_rank": replica_bytes,
+            "sequences_with_replicas": seqs_with_replicas,
+            "sequences_without_replicas": layout.sequences_total,
             "results": results,
         });
         println!("{v}");
@@ -132,20 +140,27 @@ pub fn run(a: Args) -> Result<i32> {
         cfg.tp * cfg.dp
     );
     println!(
-        "per rank  routed experts {:.1} GiB, all weights {:.1} GiB; survivors absorb up to {} dead ranks",
+        "per rank  routed experts {:.1} GiB, all weights {:.1} GiB; survivors absorb up to {}",
         gib(cfg.expert_bytes_per_rank),
         gib(cfg.rank_bytes),
-        cfg.tolerated_failures
+        count(cfg.tolerated_failures, "dead rank")
     );
     println!(
         "failures  MTBF {} h per rank, repair {} h, lease TTL {} s, reload {} GB/s per rank; \
-         replicas cover {:.0}% of experts; {} spare worker(s)",
+         replicas cover {:.0}% of experts; {}",
         cfg.mtbf_hours,
         cfg.repair_hours,
         cfg.lease_ttl_s,
         cfg.reload_gbps,
         100.0 * cfg.replica_coverage,
-        cfg.spare_workers
+        count(cfg.spare_workers, "spare worker")
+    );
+    println!(
+        "replicas  cost {:.1} GiB per rank: caches hold {} sequences with them, {} without{}",
+        gib(replica_bytes),
+        seqs_with_replicas,
+        layout.sequences_total,
+        if seqs_with_replicas == 0 { " (the replicas policy does not fit this cluster)" } else { "" }
     );
     println!(
         "load      {} requests/s of {} s; {} h simulated; seed {}",

@@ -3,7 +3,11 @@
 mod cmd_chat_template;
 mod cmd_gen;
 mod cmd_generate;
+mod cmd_plan;
+mod cmd_simulate;
 mod cmd_verify;
+mod cmd_worker;
+mod local_cluster;
 mod models;
 
 use anyhow::Result;
@@ -27,18 +31,30 @@ enum Command {
     GenModel(cmd_gen::Args),
     /// Greedy generation on one process; prints tokens, text and tokens/s.
     Generate(cmd_generate::Args),
-    /// Check the engine against a golden fixture folder; prints one JSON line.
+    /// Size a cluster for a model: layouts, memory per GPU, throughput, the smallest cluster.
+    Plan(cmd_plan::Args),
+    /// Simulate worker failures on a planned cluster and compare recovery policies.
+    Simulate(cmd_simulate::Args),
+    /// Check the engine (or a cluster) against a golden fixture folder; prints one JSON line.
     Verify(cmd_verify::Args),
+    /// Serve one worker rank over gRPC until interrupted.
+    Worker(cmd_worker::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env(emesh_common::names::ENV_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     emesh_compute::init_threads(cli.threads);
     let res: Result<i32> = match cli.cmd {
         Command::ChatTemplate(a) => cmd_chat_template::run(a),
         Command::GenModel(a) => cmd_gen::run(a),
         Command::Generate(a) => cmd_generate::run(a),
+        Command::Plan(a) => cmd_plan::run(a),
+        Command::Simulate(a) => cmd_simulate::run(a),
         Command::Verify(a) => cmd_verify::run(a),
+        Command::Worker(a) => cmd_worker::run(a),
     };
     match res {
         Ok(code) => std::process::exit(code),

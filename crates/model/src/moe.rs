@@ -112,7 +112,12 @@ pub fn run_experts(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], routes: &[Route
 /// Sums each token's routed outputs in slot (= ascending expert id) order, starting from zero:
 /// `w * y` in exact numerics, `y` in official numerics (the weight was applied before `w2`).
 /// `outs` must hold every slot of every token.
-pub fn combine_routed(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], nx: Numerics) -> Result<Vec<f32>, String> {
+pub fn combine_routed(
+    cfg: &ModelConfig,
+    routes: &[Route],
+    outs: &[ExpertOut],
+    nx: Numerics,
+) -> Result<Vec<f32>, String> {
     let d = cfg.hidden_size;
     let k = cfg.num_experts_per_tok;
     let n = routes.len();
@@ -126,7 +131,8 @@ pub fn combine_routed(cfg: &ModelConfig, routes: &[Route], outs: &[ExpertOut], n
     for t in 0..n {
         let acc = &mut out[t * d..(t + 1) * d];
         for (s, &wt) in routes[t].weights.iter().enumerate() {
-            let y = slots[t * k + s].ok_or_else(|| format!("no output for token {t} expert {}", routes[t].experts[s]))?;
+            let y =
+                slots[t * k + s].ok_or_else(|| format!("no output for token {t} expert {}", routes[t].experts[s]))?;
             if nx.official() {
                 for (a, &v) in acc.iter_mut().zip(y) {
                     *a += v;

@@ -14,6 +14,42 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// Something that runs batches of sequences with per-sequence caches (one engine, or a cluster).
+pub trait Forward {
+    /// Runs `(sequence id, new tokens, which logits)` for every item in one batch; sequences
+    /// keep their caches between calls under their id.
+    fn forward(&mut self, batch: &[(u64, &[u32], Logits)]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// [`Forward`] on one engine.
+pub struct LocalForward<'a> {
+    pub engine: &'a Engine,
+    caches: HashMap<u64, SeqCache>,
+}
+
+impl<'a> LocalForward<'a> {
+    pub fn new(engine: &'a Engine) -> Self {
+        LocalForward { engine, caches: HashMap::new() }
+    }
+}
+
+impl Forward for LocalForward<'_> {
+    fn forward(&mut self, batch: &[(u64, &[u32], Logits)]) -> Result<Vec<Vec<f32>>> {
+        let mut caches: Vec<SeqCache> =
+            batch.iter().map(|(id, _, _)| self.caches.remove(id).unwrap_or_else(|| self.engine.new_cache())).collect();
+        let mut seqs: Vec<Seq> = caches
+            .iter_mut()
+            .zip(batch)
+            .map(|(c, (_, tokens, logits))| Seq { tokens, cache: c, logits: *logits })
+            .collect();
+        let out = self.engine.forward(&mut seqs, None)?;
+        for ((id, _, _), c) in batch.iter().zip(caches) {
+            self.caches.insert(*id, c);
+        }
+        Ok(out)
+    }
+}
+
 /// Logit tolerance the fixtures state (about 20x the observed float32 rounding).
 pub const LOGIT_TOLERANCE: f32 = 1e-4;
 
@@ -56,6 +92,15 @@ pub fn fixture_pairs(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
 
 /// Verifies every checkpoint of a fixture folder (or only `only`, a weights file name).
 pub fn verify_dir(dir: &Path, only: Option<&str>) -> Result<Report> {
+    verify_dir_with(dir, only, &mut |_, _| Ok(None)).map(|(r, _)| r)
+}
+
+/// Makes the [`Forward`] under test for a checkpoint (`None`: the single-process engine).
+pub type MakeForward<'a> = dyn FnMut(&Path, &Engine) -> Result<Option<Box<dyn Forward + 'a>>> + 'a;
+
+/// [`verify_dir`] through another [`Forward`] (e.g. a cluster): also reports whether it gave
+/// exactly the single-process engine's logits.
+pub fn verify_dir_with(dir: &Path, only: Option<&str>, make: &mut MakeForward) -> Result<(Report, Option<bool>)> {
     let mut pairs = fixture_pairs(dir);
     if let Some(o) = only {
         pairs.retain(|(m, _)| m.file_name().and_then(|f| f.to_str()) == Some(o));
@@ -67,12 +112,30 @@ pub fn verify_dir(dir: &Path, only: Option<&str>) -> Result<Report> {
         )));
     }
     let mut checkpoints = Vec::new();
+    let mut bitwise: Option<bool> = None;
     for (m, e) in &pairs {
         let engine = Engine::load(
             dir,
             &LoadOptions { files: Some(vec![m.clone()]), numerics: Numerics::Exact, ..Default::default() },
         )?;
-        checkpoints.push(verify_checkpoint(&engine, m, e)?);
+        let (single, single_logits) = verify_checkpoint(&engine, &mut LocalForward::new(&engine), m, e)?;
+        match make(m, &engine)? {
+            None => checkpoints.push(single),
+            Some(mut f) => {
+                let (mut other, logits) = verify_checkpoint(&engine, f.as_mut(), m, e)?;
+                let same = logits.len() == single_logits.len()
+                    && logits
+                        .iter()
+                        .zip(&single_logits)
+                        .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+                bitwise = Some(bitwise.unwrap_or(true) && same);
+                other.router_ids_match = single.router_ids_match;
+                other.indexer_ids_match = single.indexer_ids_match;
+                other.hidden_max_abs_diff = single.hidden_max_abs_diff;
+                other.pass &= same && single.pass;
+                checkpoints.push(other);
+            }
+        }
     }
     let fold = |f: fn(&CheckpointReport) -> f32| checkpoints.iter().map(f).fold(0.0f32, f32::max);
     let report = Report {
@@ -86,7 +149,7 @@ pub fn verify_dir(dir: &Path, only: Option<&str>) -> Result<Report> {
         pass: checkpoints.iter().all(|c| c.pass),
         checkpoints,
     };
-    Ok(report)
+    Ok((report, bitwise))
 }
 
 struct Expected {
@@ -148,8 +211,18 @@ fn to_tokens(ids: &[i64], vocab: usize) -> Result<Vec<u32>> {
         .collect()
 }
 
-fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result<CheckpointReport> {
+/// Runs the fixture flow through `fwd`; returns the report and every logit row produced, in
+/// order (for bitwise comparison between implementations). `engine` supplies the config and the
+/// traced run for router/indexer checks.
+fn verify_checkpoint(
+    engine: &Engine,
+    fwd: &mut dyn Forward,
+    weights: &Path,
+    expected: &Path,
+) -> Result<(CheckpointReport, Vec<Vec<f32>>)> {
     let exp = Expected::open(expected)?;
+    let mut produced: Vec<Vec<f32>> = Vec::new();
+    let mut next_id = 0u64;
     let vocab = engine.cfg.vocab_size;
     let (mut prefill, mut decode, mut batch) = (0.0f32, 0.0f32, 0.0f32);
     let mut greedy = true;
@@ -163,25 +236,25 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         let want_prefill = exp.f32s(&format!("{p}prefill_logits"))?;
         let gen = to_tokens(&exp.ints(&format!("{p}gen_tokens"))?, vocab)?;
         let want_steps = exp.f32s(&format!("{p}gen_step_logits"))?;
-        let debug = prompts == 0 && exp.has("debug.p0.hidden.embed");
-        let mut trace = Trace::default();
-        let mut cache = engine.new_cache();
-        let out = engine.forward(
-            &mut [Seq { tokens: &ids, cache: &mut cache, logits: Logits::All }],
-            debug.then_some(&mut trace),
-        )?;
-        prefill = prefill.max(max_abs(&out[0], &want_prefill));
-        if debug {
+        if prompts == 0 && exp.has("debug.p0.hidden.embed") {
+            let mut trace = Trace::default();
+            let mut cache = engine.new_cache();
+            engine.forward(&mut [Seq { tokens: &ids, cache: &mut cache, logits: Logits::None }], Some(&mut trace))?;
             let (r, i, h) = compare_debug(engine, &exp, &trace)?;
             router = Some(r);
             indexer = Some(i);
             hidden = Some(h);
         }
+        let id = next_id;
+        next_id += 1;
+        let out = fwd.forward(&[(id, &ids, Logits::All)])?;
+        produced.push(out[0].clone());
+        prefill = prefill.max(max_abs(&out[0], &want_prefill));
         // Step 0 is the prefill's last position; later steps decode one token with the cache.
         let mut steps = out[0][(ids.len() - 1) * vocab..].to_vec();
         for k in 1..gen.len() {
-            let o =
-                engine.forward(&mut [Seq { tokens: &gen[k - 1..k], cache: &mut cache, logits: Logits::Last }], None)?;
+            let o = fwd.forward(&[(id, &gen[k - 1..k], Logits::Last)])?;
+            produced.push(o[0].clone());
             steps.extend_from_slice(&o[0]);
         }
         decode = decode.max(max_abs(&steps, &want_steps));
@@ -195,13 +268,11 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         let ids = to_tokens(&exp.ints("batch.input_ids")?, vocab)?;
         let want = exp.f32s("batch.prefill_logits")?;
         let len = shape.get(1).copied().unwrap_or(0);
-        let mut caches: Vec<SeqCache> = (0..shape[0]).map(|_| engine.new_cache()).collect();
-        let mut seqs: Vec<Seq> = caches
-            .iter_mut()
-            .enumerate()
-            .map(|(b, c)| Seq { tokens: &ids[b * len..(b + 1) * len], cache: c, logits: Logits::All })
-            .collect();
-        let out = engine.forward(&mut seqs, None)?;
+        let rows = shape.first().copied().unwrap_or(0);
+        let items: Vec<(u64, &[u32], Logits)> =
+            (0..rows).map(|b| (next_id + b as u64, &ids[b * len..(b + 1) * len], Logits::All)).collect();
+        let out = fwd.forward(&items)?;
+        produced.extend(out.iter().cloned());
         batch = max_abs(&out.concat(), &want);
     }
     let pass = prompts > 0
@@ -211,7 +282,7 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         && greedy
         && router != Some(false)
         && indexer != Some(false);
-    Ok(CheckpointReport {
+    let report = CheckpointReport {
         weights: weights.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         prompts,
         prefill_max_abs_diff: prefill,
@@ -222,7 +293,8 @@ fn verify_checkpoint(engine: &Engine, weights: &Path, expected: &Path) -> Result
         indexer_ids_match: indexer,
         hidden_max_abs_diff: hidden,
         pass,
-    })
+    };
+    Ok((report, produced))
 }
 
 /// Router and indexer choices must match exactly; hidden states are reported.

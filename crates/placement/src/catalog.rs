@@ -22,7 +22,11 @@ pub struct Builtin {
 
 /// Byte-identical copies of the official Hugging Face `config.json` files.
 pub const BUILTINS: [Builtin; 3] = [
-    Builtin { name: "deepseek-v4-pro", display: "DeepSeek-V4-Pro", config: include_str!("../configs/deepseek-v4-pro.json") },
+    Builtin {
+        name: "deepseek-v4-pro",
+        display: "DeepSeek-V4-Pro",
+        config: include_str!("../configs/deepseek-v4-pro.json"),
+    },
     Builtin {
         name: "deepseek-v4-flash",
         display: "DeepSeek-V4-Flash",

@@ -527,6 +527,11 @@ pub fn min_cluster(profile: &ModelProfile, req: &SizingRequest) -> Option<MinClu
     })
 }
 
+/// `1 node`, `2 nodes`.
+pub fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 fn fmt_rate(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2}M", x / 1e6)
@@ -549,8 +554,8 @@ impl fmt::Display for SizingReport {
         writeln!(f, "hardware  {}", self.hardware)?;
         writeln!(
             f,
-            "cluster   {} nodes x {} GPUs = {} GPUs; context {} tokens ({:.2} GiB of cache per sequence); prompt {}",
-            self.nodes,
+            "cluster   {} x {} GPUs = {} GPUs; context {} tokens ({:.2} GiB of cache per sequence); prompt {}",
+            count(self.nodes, "node"),
             self.gpus_per_node,
             self.nodes.saturating_mul(self.gpus_per_node),
             self.context,
@@ -628,8 +633,11 @@ impl fmt::Display for SizingReport {
         match &self.min_cluster {
             Some(c) => writeln!(
                 f,
-                "smallest cluster holding the model: {} nodes ({} GPUs, tp={}), {} sequences at this context",
-                c.nodes, c.gpus, c.tp, c.sequences_total
+                "smallest cluster holding the model: {} ({} GPUs, tp={}), {} at this context",
+                count(c.nodes, "node"),
+                c.gpus,
+                c.tp,
+                count(c.sequences_total as usize, "sequence")
             ),
             None => writeln!(f, "no cluster of up to 4096 nodes of this hardware holds the model"),
         }

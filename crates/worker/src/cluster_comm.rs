@@ -8,7 +8,7 @@
 //!   the owner sums them in slot (= ascending expert id) order, and the group all-gathers the
 //!   owners' rows.
 
-use crate::msg::{decode_combine, decode_dispatch, encode_combine, encode_dispatch, DispatchToken};
+use crate::msg::{decode_combine, decode_dispatch, encode_combine, encode_dispatch, CombineRows, DispatchToken};
 use bytes::Bytes;
 use emesh_comm::{all_gather, all_to_all, decode_rows, encode_rows, PayloadDtype, Phase, Tag, Transport};
 use emesh_common::{Epoch, ExpertId, LayerId, ModelConfig, Rank};
@@ -47,12 +47,18 @@ impl ModelComm for ClusterComm<'_> {
     fn reduce_attention(&mut self, layer: usize, partials: Vec<Vec<f32>>, len: usize) -> emesh_model::Result<Vec<f32>> {
         let me = self.plan.rank(self.transport.rank()).ok_or_else(|| ModelError::Invalid("rank not in plan".into()))?;
         let mine: Vec<f32> = partials.concat();
-        let got = all_gather(self.transport, self.tag(layer, Phase::AttnReduce), &self.group, encode_rows(&mine, PayloadDtype::F32))
-            .map_err(comm_err)?;
+        let got = all_gather(
+            self.transport,
+            self.tag(layer, Phase::AttnReduce),
+            &self.group,
+            encode_rows(&mine, PayloadDtype::F32),
+        )
+        .map_err(comm_err)?;
         // Order every member's groups ascending, then sum from zero.
         let mut by_group: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
         for (pos, bytes) in got.iter().enumerate() {
-            let rp = self.plan.rank(self.group[pos]).ok_or_else(|| ModelError::Invalid("group rank not in plan".into()))?;
+            let rp =
+                self.plan.rank(self.group[pos]).ok_or_else(|| ModelError::Invalid("group rank not in plan".into()))?;
             let n = rp.out_groups.len();
             let all = if self.group[pos] == me.rank { mine.clone() } else { self.rows(bytes, n * len)? };
             for (i, g) in rp.out_groups.clone().enumerate() {
@@ -60,7 +66,10 @@ impl ModelComm for ClusterComm<'_> {
             }
         }
         if by_group.len() != self.plan_groups() {
-            return Err(ModelError::Invalid(format!("layer {layer}: attention partials cover {} groups", by_group.len())));
+            return Err(ModelError::Invalid(format!(
+                "layer {layer}: attention partials cover {} groups",
+                by_group.len()
+            )));
         }
         let mut u = vec![0.0f32; len];
         for p in by_group.values() {
@@ -93,7 +102,9 @@ impl ModelComm for ClusterComm<'_> {
             for (s, (&e, &w)) in routes[t].experts.iter().zip(&routes[t].weights).enumerate() {
                 let holders = self.plan.holders(LayerId(layer as u32), ExpertId(e));
                 if holders.is_empty() {
-                    return Err(ModelError::Invalid(format!("layer {layer}: expert {e} has no holder in the placement")));
+                    return Err(ModelError::Invalid(format!(
+                        "layer {layer}: expert {e} has no holder in the placement"
+                    )));
                 }
                 let dest = holders[t % holders.len()];
                 by_rank.entry(dest.0).or_default().push((s as u32, e, w));
@@ -106,7 +117,15 @@ impl ModelComm for ClusterComm<'_> {
         }
         let out: Vec<Bytes> = per_dest
             .iter()
-            .map(|(toks, rows)| if toks.is_empty() { Bytes::new() } else { encode_dispatch(toks, rows, self.dispatch_dtype) })
+            .map(
+                |(toks, rows)| {
+                    if toks.is_empty() {
+                        Bytes::new()
+                    } else {
+                        encode_dispatch(toks, rows, self.dispatch_dtype)
+                    }
+                },
+            )
             .collect();
         let got = all_to_all(self.transport, self.tag(layer, Phase::Dispatch), out).map_err(comm_err)?;
 
@@ -130,7 +149,7 @@ impl ModelComm for ClusterComm<'_> {
                 }
             }
         }
-        let mut replies: Vec<(Vec<(u32, u32)>, Vec<f32>)> = vec![(vec![], vec![]); world];
+        let mut replies: Vec<CombineRows> = vec![(vec![], vec![]); world];
         for (e, items) in &by_expert {
             let ew = moe_w.experts.get(*e as usize).and_then(|o| o.as_ref()).ok_or_else(|| {
                 ModelError::Invalid(format!("layer {layer}: asked for expert {e}, which this rank does not hold"))
@@ -148,8 +167,10 @@ impl ModelComm for ClusterComm<'_> {
                 rows.extend_from_slice(&y[j * d..(j + 1) * d]);
             }
         }
-        let out: Vec<Bytes> =
-            replies.iter().map(|(ids, rows)| if ids.is_empty() { Bytes::new() } else { encode_combine(ids, rows) }).collect();
+        let out: Vec<Bytes> = replies
+            .iter()
+            .map(|(ids, rows)| if ids.is_empty() { Bytes::new() } else { encode_combine(ids, rows) })
+            .collect();
         let back = all_to_all(self.transport, self.tag(layer, Phase::Combine), out).map_err(comm_err)?;
 
         // Combine: the owned tokens' outputs, summed in slot order.
@@ -159,18 +180,25 @@ impl ModelComm for ClusterComm<'_> {
             let (ids, rows) = decode_combine(b, d).map_err(comm_err)?;
             let mut toks = Vec::with_capacity(ids.len());
             for &(t, s) in &ids {
-                let li = *local.get(&(t as usize)).ok_or_else(|| ModelError::Invalid(format!("combine for token {t} not owned here")))?;
+                let li = *local
+                    .get(&(t as usize))
+                    .ok_or_else(|| ModelError::Invalid(format!("combine for token {t} not owned here")))?;
                 toks.push((li, s as usize));
             }
             outs.push(ExpertOut { expert: 0, tokens: toks, y: rows });
         }
         let my_routes: Vec<Route> = owned.iter().map(|&t| routes[t].clone()).collect();
-        let mine = moe::combine_routed(cfg, &my_routes, &outs, nx).map_err(|e| ModelError::Invalid(format!("layer {layer}: {e}")))?;
+        let mine = moe::combine_routed(cfg, &my_routes, &outs, nx)
+            .map_err(|e| ModelError::Invalid(format!("layer {layer}: {e}")))?;
 
         // Every member of the group gets every token's row.
-        let gathered =
-            all_gather(self.transport, self.tag(layer, Phase::MoeGather), &self.group, encode_rows(&mine, PayloadDtype::F32))
-                .map_err(comm_err)?;
+        let gathered = all_gather(
+            self.transport,
+            self.tag(layer, Phase::MoeGather),
+            &self.group,
+            encode_rows(&mine, PayloadDtype::F32),
+        )
+        .map_err(comm_err)?;
         let mut full = vec![0.0f32; n * d];
         for (pos, b) in gathered.iter().enumerate() {
             let theirs: Vec<usize> = (0..n).filter(|t| t % tp == pos).collect();

@@ -9,5 +9,7 @@
 pub mod cluster_comm;
 pub mod core;
 mod msg;
+pub mod server;
 
 pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};
+pub use server::{run, serve, WorkerConfig};

@@ -56,6 +56,9 @@ pub fn decode_dispatch(mut b: &[u8], d: usize) -> Result<(Vec<DispatchToken>, Ve
     Ok((tokens, rows))
 }
 
+/// `(token, slot)` of each returned row, and the rows.
+pub type CombineRows = (Vec<(u32, u32)>, Vec<f32>);
+
 /// Expert outputs returned to a token's owner: `(token, slot)` per row, rows exact.
 pub fn encode_combine(items: &[(u32, u32)], rows: &[f32]) -> Bytes {
     let mut b = BytesMut::new();
@@ -68,7 +71,7 @@ pub fn encode_combine(items: &[(u32, u32)], rows: &[f32]) -> Bytes {
     b.freeze()
 }
 
-pub fn decode_combine(mut b: &[u8], d: usize) -> Result<(Vec<(u32, u32)>, Vec<f32>), CommError> {
+pub fn decode_combine(mut b: &[u8], d: usize) -> Result<CombineRows, CommError> {
     if b.is_empty() {
         return Ok((vec![], vec![]));
     }

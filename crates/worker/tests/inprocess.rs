@@ -13,7 +13,8 @@ use std::time::Duration;
 
 fn plan(cfg: &ModelConfig, tp: usize, dp: usize, redundant: usize) -> Plan {
     let workers = (0..tp * dp).map(|i| WorkerSpec { id: format!("w{i}"), budget_bytes: 1 << 40 }).collect();
-    let mut req = PlanRequest::new(cfg, WeightForm::from_config(cfg, WeightForm::DenseF32), Layout::new(tp, dp), workers);
+    let mut req =
+        PlanRequest::new(cfg, WeightForm::from_config(cfg, WeightForm::DenseF32), Layout::new(tp, dp), workers);
     req.redundant_slots_per_rank = redundant;
     req.epoch = Epoch(1);
     Plan::new(&req).unwrap()
@@ -24,7 +25,14 @@ fn prompt(n: usize, salt: u32) -> Vec<u32> {
 }
 
 /// Runs `steps` on a cluster; returns, per step, each sequence's logits.
-fn run_cluster(dir: &Path, tp: usize, dp: usize, redundant: usize, dtype: PayloadDtype, steps: &[StepInput]) -> Vec<Vec<(u64, Vec<f32>)>> {
+fn run_cluster(
+    dir: &Path,
+    tp: usize,
+    dp: usize,
+    redundant: usize,
+    dtype: PayloadDtype,
+    steps: &[StepInput],
+) -> Vec<Vec<(u64, Vec<f32>)>> {
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let plan = plan(&cfg, tp, dp, redundant);
     let transports = InProcess::cluster(tp * dp, Epoch(1), Duration::from_secs(30));
@@ -82,7 +90,12 @@ fn workload(dp: usize) -> Vec<StepInput> {
     for k in 0..4u64 {
         let mut groups = vec![vec![]; dp];
         for (i, &n) in lens.iter().enumerate() {
-            groups[i % dp].push(SeqWork { id: i as u64, tokens: vec![(k as u32 * 31 + i as u32) % 990 + 5], pos: n + k as usize, logits: Logits::Last });
+            groups[i % dp].push(SeqWork {
+                id: i as u64,
+                tokens: vec![(k as u32 * 31 + i as u32) % 990 + 5],
+                pos: n + k as usize,
+                logits: Logits::Last,
+            });
         }
         steps.push(StepInput { epoch: Epoch(1), step: k + 1, groups, free: vec![] });
     }

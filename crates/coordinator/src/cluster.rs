@@ -1,0 +1,194 @@
+//! A cluster of workers reached over gRPC.
+
+use emesh_common::{Epoch, ModelConfig};
+use emesh_placement::{Layout, Plan, PlanRequest, WeightForm, WorkerSpec};
+use emesh_wire::pb::worker_client::WorkerClient;
+use emesh_wire::pb::{self, LogitsMode};
+use futures::future::join_all;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("worker {addr}: {reason}")]
+    Worker { addr: String, reason: String },
+    #[error("placement")]
+    Plan(#[from] emesh_placement::PlanError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One sequence's part of a step, as the coordinator sends it.
+#[derive(Clone, Debug)]
+pub struct SeqStep {
+    pub id: u64,
+    pub tokens: Vec<u32>,
+    pub pos: u64,
+    /// 0 none, 1 last position, 2 all positions.
+    pub logits: LogitsMode,
+}
+
+pub type GroupBatch = Vec<SeqStep>;
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub tp: usize,
+    pub model_dir: String,
+    pub numerics: String,
+    pub dispatch_dtype: String,
+    /// Per-worker memory budget used for planning when a worker reports none.
+    pub default_budget: u64,
+    pub redundant_slots_per_rank: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            tp: 1,
+            model_dir: String::new(),
+            numerics: "exact".into(),
+            dispatch_dtype: "f32".into(),
+            default_budget: 1 << 50,
+            redundant_slots_per_rank: 0,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Cluster {
+    addrs: Vec<String>,
+    clients: Vec<WorkerClient<Channel>>,
+    pub plan: Plan,
+    pub config: ModelConfig,
+    step: u64,
+    /// Weight bytes each rank loaded.
+    pub weight_bytes: Vec<u64>,
+}
+
+fn werr(addr: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Worker { addr: addr.to_string(), reason: e.to_string() }
+}
+
+async fn connect(addr: &str, timeout: Duration) -> Result<WorkerClient<Channel>, ClusterError> {
+    let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        match WorkerClient::connect(url.clone()).await {
+            Ok(c) => return Ok(c.max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30)),
+            Err(e) if std::time::Instant::now() >= until => return Err(werr(addr, e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+impl Cluster {
+    /// Connects to the workers (rank = position in `addrs`), plans the model over them and has
+    /// every worker load its shard and connect to its peers.
+    pub async fn start(addrs: &[String], config: ModelConfig, opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        if addrs.is_empty() {
+            return Err(ClusterError::Invalid("no workers".into()));
+        }
+        if opts.tp == 0 || !addrs.len().is_multiple_of(opts.tp) {
+            return Err(ClusterError::Invalid(format!(
+                "{} workers do not split into groups of tp={}",
+                addrs.len(),
+                opts.tp
+            )));
+        }
+        let mut clients = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            clients.push(connect(a, opts.connect_timeout).await?);
+        }
+        let healths =
+            join_all(clients.iter().cloned().map(|mut c| async move { c.health(pb::HealthRequest {}).await })).await;
+        let mut workers = Vec::new();
+        let mut epoch = 0;
+        for (i, (h, a)) in healths.into_iter().zip(addrs).enumerate() {
+            let h = h.map_err(|s| werr(a, s.message()))?.into_inner();
+            epoch = epoch.max(h.epoch);
+            let budget = if h.memory_budget > 0 { h.memory_budget } else { opts.default_budget };
+            let id = if h.worker_id.is_empty() { format!("w{i}") } else { h.worker_id };
+            workers.push(WorkerSpec { id, budget_bytes: budget });
+        }
+        let dp = addrs.len() / opts.tp;
+        let mut req = PlanRequest::new(
+            &config,
+            WeightForm::from_config(&config, WeightForm::DenseF32),
+            Layout::new(opts.tp, dp),
+            workers,
+        );
+        req.redundant_slots_per_rank = opts.redundant_slots_per_rank;
+        // A new placement is a new epoch, past anything a worker has seen.
+        req.epoch = Epoch(epoch + 1);
+        let plan = Plan::new(&req)?;
+        let plan_json = serde_json::to_string(&plan).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let loads = join_all(clients.iter().cloned().enumerate().map(|(r, mut c)| {
+            let req = pb::LoadRequest {
+                epoch: plan.epoch.0,
+                rank: r as u32,
+                plan_json: plan_json.clone(),
+                peer_addrs: addrs.to_vec(),
+                model_dir: opts.model_dir.clone(),
+                numerics: opts.numerics.clone(),
+                dispatch_dtype: opts.dispatch_dtype.clone(),
+            };
+            async move { c.load(req).await }
+        }))
+        .await;
+        let mut weight_bytes = Vec::new();
+        for (l, a) in loads.into_iter().zip(addrs) {
+            weight_bytes.push(l.map_err(|s| werr(a, s.message()))?.into_inner().weight_bytes);
+        }
+        Ok(Cluster { addrs: addrs.to_vec(), clients, plan, config, step: 0, weight_bytes })
+    }
+
+    pub fn dp(&self) -> usize {
+        self.plan.dp
+    }
+
+    pub fn tp(&self) -> usize {
+        self.plan.tp
+    }
+
+    /// Runs one step on every rank: `groups[g]` is data-parallel group `g`'s batch. Returns each
+    /// sequence's logits (`[rows, vocab]`) as sent by its group's first rank.
+    pub async fn step(
+        &mut self,
+        groups: Vec<GroupBatch>,
+        free: Vec<u64>,
+    ) -> Result<Vec<(u64, Vec<f32>)>, ClusterError> {
+        if groups.len() != self.dp() {
+            return Err(ClusterError::Invalid(format!("{} group batches for {} groups", groups.len(), self.dp())));
+        }
+        let req = pb::StepRequest {
+            epoch: self.plan.epoch.0,
+            step: self.step,
+            groups: groups
+                .into_iter()
+                .map(|g| pb::GroupBatch {
+                    seqs: g
+                        .into_iter()
+                        .map(|s| pb::SeqWork { id: s.id, tokens: s.tokens, pos: s.pos, logits: s.logits as i32 })
+                        .collect(),
+                })
+                .collect(),
+            free,
+        };
+        self.step += 1;
+        let outs = join_all(self.clients.iter().cloned().map(|mut c| {
+            let req = req.clone();
+            async move { c.step(req).await }
+        }))
+        .await;
+        let mut logits = Vec::new();
+        for (o, a) in outs.into_iter().zip(&self.addrs) {
+            let o = o.map_err(|s| werr(a, s.message()))?.into_inner();
+            for r in o.results {
+                logits.push((r.id, emesh_wire::f32s(&r.logits).map_err(|e| werr(a, e))?));
+            }
+        }
+        logits.sort_by_key(|(id, _)| *id);
+        Ok(logits)
+    }
+}

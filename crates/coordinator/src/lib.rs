@@ -1,0 +1,10 @@
+//! The coordinator: it owns the placement and drives steps on every worker.
+//!
+//! It never touches model weights or math: it reads the model config, asks the planner
+//! ([`emesh_placement`]) where everything goes, tells each worker to load its shard, and then
+//! sends every step to every rank (an empty batch still takes part in each exchange),
+//! collecting logits from each data-parallel group's first rank.
+
+mod cluster;
+
+pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqStep};

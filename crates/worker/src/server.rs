@@ -1,0 +1,278 @@
+//! The worker as a gRPC server: `Worker` (load, step, health, drain) and `Exchange` (peers).
+
+use crate::core::{SeqWork, StepInput, WorkerCore};
+use emesh_comm::{PayloadDtype, Transport};
+use emesh_common::{Epoch, Rank};
+use emesh_model::{Logits, Numerics};
+use emesh_placement::Plan;
+use emesh_wire::pb::exchange_server::ExchangeServer;
+use emesh_wire::pb::worker_server::{Worker, WorkerServer};
+use emesh_wire::pb::{self, LogitsMode};
+use emesh_wire::{f32_bytes, ExchangeService, GrpcTransport, PeerSlot};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    /// Refuse shards whose weights exceed this many bytes.
+    pub memory_budget: Option<u64>,
+    /// Model folder on this host (overrides the one the coordinator names).
+    pub model_dir: Option<PathBuf>,
+    /// How long a collective waits for a peer.
+    pub exchange_timeout: Duration,
+    pub progress: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker_id: "worker".into(),
+            memory_budget: None,
+            model_dir: None,
+            exchange_timeout: Duration::from_secs(60),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Loading,
+    Ready,
+    Draining,
+    Failed,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting",
+            Phase::Loading => "loading",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+struct Inner {
+    cfg: WorkerConfig,
+    slot: PeerSlot,
+    core: Arc<Mutex<Option<WorkerCore>>>,
+    phase: Mutex<Phase>,
+    rank: Mutex<Option<Rank>>,
+    epoch: Mutex<Epoch>,
+}
+
+#[derive(Clone)]
+pub struct WorkerService {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WorkerService {
+    pub fn new(cfg: WorkerConfig) -> Self {
+        WorkerService {
+            inner: Arc::new(Inner {
+                cfg,
+                slot: Arc::new(RwLock::new(None)),
+                core: Arc::new(Mutex::new(None)),
+                phase: Mutex::new(Phase::Waiting),
+                rank: Mutex::new(None),
+                epoch: Mutex::new(Epoch(0)),
+            }),
+        }
+    }
+
+    fn set_phase(&self, p: Phase) {
+        *lock(&self.inner.phase) = p;
+    }
+}
+
+fn status(e: impl std::fmt::Display, code: tonic::Code) -> Status {
+    Status::new(code, e.to_string())
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn load(&self, req: Request<pb::LoadRequest>) -> Result<Response<pb::LoadResponse>, Status> {
+        let r = req.into_inner();
+        let t0 = Instant::now();
+        let plan: Plan =
+            serde_json::from_str(&r.plan_json).map_err(|e| Status::invalid_argument(format!("plan_json: {e}")))?;
+        if plan.epoch.0 != r.epoch {
+            return Err(Status::invalid_argument(format!(
+                "plan is for epoch {}, request for {}",
+                plan.epoch.0, r.epoch
+            )));
+        }
+        let current = *lock(&self.inner.epoch);
+        if r.epoch <= current.0 {
+            return Err(Status::failed_precondition(format!(
+                "placement epoch {} refused: this worker is already at epoch {}",
+                r.epoch, current.0
+            )));
+        }
+        let rank = Rank(r.rank);
+        let world = plan.ranks.len();
+        if r.peer_addrs.len() != world || r.rank as usize >= world {
+            return Err(Status::invalid_argument(format!(
+                "{} peer addresses for {world} ranks, rank {}",
+                r.peer_addrs.len(),
+                r.rank
+            )));
+        }
+        let numerics: Numerics = r.numerics.parse().map_err(|e: String| Status::invalid_argument(e))?;
+        let dispatch: PayloadDtype = if r.dispatch_dtype.is_empty() {
+            PayloadDtype::F32
+        } else {
+            r.dispatch_dtype.parse().map_err(|e: String| Status::invalid_argument(e))?
+        };
+        let model_dir = self.inner.cfg.model_dir.clone().unwrap_or_else(|| PathBuf::from(&r.model_dir));
+        self.set_phase(Phase::Loading);
+        let epoch = Epoch(r.epoch);
+        let transport = GrpcTransport::new(rank, world, epoch, self.inner.cfg.exchange_timeout);
+        let old = self.inner.slot.write().unwrap_or_else(|e| e.into_inner()).replace(transport.clone());
+        if let Some(old) = old {
+            old.mailbox().close(&format!("replaced by epoch {}", epoch.0));
+        }
+        *lock(&self.inner.core) = None;
+        *lock(&self.inner.rank) = Some(rank);
+        *lock(&self.inner.epoch) = epoch;
+        let cfg = self.inner.cfg.clone();
+        let t: Arc<dyn Transport> = transport.clone();
+        let loading = tokio::task::spawn_blocking(move || {
+            WorkerCore::load(&model_dir, plan, rank, t, numerics, cfg.memory_budget, cfg.progress)
+        });
+        let connect = transport.connect(&r.peer_addrs, self.inner.cfg.exchange_timeout);
+        let (core, conn) = tokio::join!(loading, connect);
+        let core = match core {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.set_phase(Phase::Failed);
+                return Err(status(e, tonic::Code::FailedPrecondition));
+            }
+            Err(e) => {
+                self.set_phase(Phase::Failed);
+                return Err(status(e, tonic::Code::Internal));
+            }
+        };
+        if let Err(e) = conn {
+            self.set_phase(Phase::Failed);
+            return Err(status(e, tonic::Code::Unavailable));
+        }
+        let mut core = core;
+        core.dispatch_dtype = dispatch;
+        let bytes = core.weight_bytes() as u64;
+        *lock(&self.inner.core) = Some(core);
+        self.set_phase(Phase::Ready);
+        tracing::info!("{rank}: loaded {bytes} bytes of weights in {:.2}s", t0.elapsed().as_secs_f64());
+        Ok(Response::new(pb::LoadResponse {
+            epoch: r.epoch,
+            rank: r.rank,
+            weight_bytes: bytes,
+            load_seconds: t0.elapsed().as_secs_f64(),
+        }))
+    }
+
+    async fn step(&self, req: Request<pb::StepRequest>) -> Result<Response<pb::StepResponse>, Status> {
+        let r = req.into_inner();
+        if *lock(&self.inner.phase) != Phase::Ready {
+            return Err(Status::unavailable(format!("worker is {}", lock(&self.inner.phase).name())));
+        }
+        let input = StepInput {
+            epoch: Epoch(r.epoch),
+            step: r.step,
+            groups: r
+                .groups
+                .iter()
+                .map(|g| {
+                    g.seqs
+                        .iter()
+                        .map(|s| SeqWork {
+                            id: s.id,
+                            tokens: s.tokens.clone(),
+                            pos: s.pos as usize,
+                            logits: match LogitsMode::try_from(s.logits).unwrap_or(LogitsMode::LogitsNone) {
+                                LogitsMode::LogitsNone => Logits::None,
+                                LogitsMode::LogitsLast => Logits::Last,
+                                LogitsMode::LogitsAll => Logits::All,
+                            },
+                        })
+                        .collect()
+                })
+                .collect(),
+            free: r.free.clone(),
+        };
+        let core = self.inner.core.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&core);
+            let c = guard.as_mut().ok_or_else(|| Status::unavailable("no shard loaded"))?;
+            let rank = c.rank;
+            c.step(&input).map(|o| (rank, o)).map_err(|e| status(e, tonic::Code::Aborted))
+        })
+        .await
+        .map_err(|e| status(e, tonic::Code::Internal))??;
+        Ok(Response::new(pb::StepResponse {
+            epoch: r.epoch,
+            step: r.step,
+            rank: out.0 .0,
+            results: out.1.logits.into_iter().map(|(id, l)| pb::SeqResult { id, logits: f32_bytes(&l) }).collect(),
+        }))
+    }
+
+    async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        Ok(Response::new(pb::HealthResponse {
+            rank: lock(&self.inner.rank).map(|r| r.0),
+            epoch: lock(&self.inner.epoch).0,
+            state: lock(&self.inner.phase).name().into(),
+            memory_budget: self.inner.cfg.memory_budget.unwrap_or(0),
+            worker_id: self.inner.cfg.worker_id.clone(),
+        }))
+    }
+
+    async fn drain(&self, _req: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
+        self.set_phase(Phase::Draining);
+        Ok(Response::new(pb::DrainResponse {}))
+    }
+}
+
+/// Serves a worker on `listener` until `shutdown` resolves.
+pub async fn serve(
+    cfg: WorkerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let svc = WorkerService::new(cfg);
+    let exchange = ExchangeService { slot: svc.inner.slot.clone() };
+    tonic::transport::Server::builder()
+        .add_service(WorkerServer::new(svc).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30))
+        .add_service(
+            ExchangeServer::new(exchange).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Binds `addr` and serves until `shutdown`; returns the bound address through `on_bound`.
+pub async fn run(
+    cfg: WorkerConfig,
+    addr: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    on_bound(listener.local_addr()?);
+    serve(cfg, listener, shutdown).await?;
+    Ok(())
+}
