@@ -239,7 +239,7 @@ fn verify_checkpoint(
         if prompts == 0 && exp.has("debug.p0.hidden.embed") {
             let mut trace = Trace::default();
             let mut cache = engine.new_cache();
-            engine.forward(&mut [Seq { tokens: &ids, cache: &mut cache, logits: Logits::None }], Some(&mut trace))?;
+            engine.forward(&mut [Seq { tokens: &ids, cache: &mut cache, logits: Logits::All }], Some(&mut trace))?;
             let (r, i, h) = compare_debug(engine, &exp, &trace)?;
             router = Some(r);
             indexer = Some(i);
