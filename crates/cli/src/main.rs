@@ -1,10 +1,12 @@
 //! `emesh`: the one binary of ExpertMesh.
 
 mod cmd_chat_template;
+mod cmd_coordinator;
 mod cmd_gen;
 mod cmd_generate;
 mod cmd_plan;
 mod cmd_simulate;
+mod cmd_up;
 mod cmd_verify;
 mod cmd_worker;
 mod local_cluster;
@@ -35,6 +37,10 @@ enum Command {
     Plan(cmd_plan::Args),
     /// Simulate worker failures on a planned cluster and compare recovery policies.
     Simulate(cmd_simulate::Args),
+    /// Place the model on running `emesh worker`s and drive them.
+    Coordinator(cmd_coordinator::Args),
+    /// Start a coordinator and N workers in this process and generate through them.
+    Up(cmd_up::Args),
     /// Check the engine (or a cluster) against a golden fixture folder; prints one JSON line.
     Verify(cmd_verify::Args),
     /// Serve one worker rank over gRPC until interrupted.
@@ -53,6 +59,8 @@ fn main() {
         Command::Generate(a) => cmd_generate::run(a),
         Command::Plan(a) => cmd_plan::run(a),
         Command::Simulate(a) => cmd_simulate::run(a),
+        Command::Up(a) => cmd_up::run(a),
+        Command::Coordinator(a) => cmd_coordinator::run(a),
         Command::Verify(a) => cmd_verify::run(a),
         Command::Worker(a) => cmd_worker::run(a),
     };

@@ -260,8 +260,22 @@ pub async fn serve(
         .add_service(
             ExchangeServer::new(exchange).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: exchanges are many small messages whose
+/// latency is on the critical path of every layer.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
 }
 
 /// Binds `addr` and serves until `shutdown`; returns the bound address through `on_bound`.

@@ -1,0 +1,161 @@
+use crate::local_cluster::{runtime, LocalWorkers};
+use anyhow::{bail, Context, Result};
+use emesh_common::ModelConfig;
+use emesh_coordinator::{Cluster, ClusterOptions, GroupBatch, SeqStep};
+use emesh_wire::pb::LogitsMode;
+use emesh_worker::WorkerConfig;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Worker ranks to start (each its own gRPC server on loopback).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+/// What the coordinator does with a cluster (shared by `up` and `coordinator`).
+#[derive(clap::Args)]
+pub struct DriveArgs {
+    /// Tensor-parallel size of each attention group; workers / tp groups serve in parallel.
+    #[arg(long, default_value_t = 1)]
+    tp: usize,
+    /// Model folder; without it the `--preset` model is generated once into models/<preset>.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// tiny, small or medium.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Weight bytes each worker may hold (a shard above it is refused).
+    #[arg(long)]
+    memory_budget: Option<u64>,
+    /// Redundant expert slots per rank (replicas of the hottest experts).
+    #[arg(long, default_value_t = 0)]
+    redundant_experts: usize,
+    /// Prompt to generate from (needs tokenizer.json), or use --prompt-ids.
+    #[arg(long, default_value = "The capital of France is")]
+    prompt: String,
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Concurrent sequences (spread over the data-parallel groups).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// exact or official.
+    #[arg(long, default_value = "exact")]
+    numerics: String,
+    /// Dispatch payload: f32 (exact), bf16 or fp8.
+    #[arg(long, default_value = "f32")]
+    dispatch_dtype: String,
+    /// Stay up after the demo generation until interrupted.
+    #[arg(long)]
+    keep_running: bool,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let rt = runtime()?;
+    let a = &args.drive;
+    let wcfg = WorkerConfig { memory_budget: a.memory_budget, exchange_timeout: Duration::from_secs(60), ..Default::default() };
+    let workers = LocalWorkers::start(&rt, args.workers, &wcfg)?;
+    let code = drive(&rt, &workers.addrs, a)?;
+    drop(workers);
+    Ok(code)
+}
+
+/// Places the model on the workers at `addrs`, runs the demo generation, and stays up if asked.
+pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> Result<i32> {
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => crate::models::ensure_preset(&a.preset)?,
+    };
+    let config = ModelConfig::from_file(&model.join("config.json"))?;
+    let tokenizer = match model.join("tokenizer.json") {
+        p if p.exists() => Some(emesh_chat::Tokenizer::from_file(&p)?),
+        _ => None,
+    };
+    let prompt: Vec<u32> = match (&a.prompt_ids, &tokenizer) {
+        (Some(ids), _) => ids
+            .split(',')
+            .map(|s| s.trim().parse::<u32>().with_context(|| format!("--prompt-ids: `{s}` is not a token id")))
+            .collect::<Result<_>>()?,
+        (None, Some(t)) => t.encode(&a.prompt)?,
+        (None, None) => bail!("{} has no tokenizer.json: use --prompt-ids", model.display()),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let t0 = Instant::now();
+    let opts = ClusterOptions {
+        tp: a.tp,
+        model_dir: std::fs::canonicalize(&model)?.display().to_string(),
+        numerics: a.numerics.clone(),
+        dispatch_dtype: a.dispatch_dtype.clone(),
+        redundant_slots_per_rank: a.redundant_experts,
+        default_budget: a.memory_budget.unwrap_or(1 << 50),
+        ..Default::default()
+    };
+    let mut cluster = rt.block_on(Cluster::start(addrs, config, &opts))?;
+    let dp = cluster.dp();
+    eprintln!(
+        "cluster up in {:.1}s: {} workers (tp={}, dp={dp}) at {}; weights per rank (MiB): {:?}",
+        t0.elapsed().as_secs_f64(),
+        addrs.len(),
+        a.tp,
+        addrs.join(", "),
+        cluster.weight_bytes.iter().map(|b| b >> 20).collect::<Vec<_>>()
+    );
+    // The demo generation: `concurrency` copies of the prompt, greedy, stepped together.
+    let ids: Vec<u64> = (0..a.concurrency as u64).collect();
+    let mut generated: Vec<Vec<u32>> = vec![vec![]; ids.len()];
+    let mut pos = vec![0u64; ids.len()];
+    let mut next: Vec<Vec<u32>> = vec![prompt.clone(); ids.len()];
+    let (mut prefill_s, mut decode_s) = (0.0, 0.0);
+    for k in 0..a.max_tokens {
+        let mut groups: Vec<GroupBatch> = vec![vec![]; dp];
+        for (i, &id) in ids.iter().enumerate() {
+            groups[(id as usize) % dp].push(SeqStep { id, tokens: next[i].clone(), pos: pos[i], logits: LogitsMode::LogitsLast });
+            pos[i] += next[i].len() as u64;
+        }
+        let t = Instant::now();
+        let out = rt.block_on(cluster.step(groups, vec![]))?;
+        if k == 0 {
+            prefill_s = t.elapsed().as_secs_f64();
+        } else {
+            decode_s += t.elapsed().as_secs_f64();
+        }
+        for (id, logits) in out {
+            let i = id as usize;
+            let tok = emesh_model::argmax(&logits);
+            generated[i].push(tok);
+            next[i] = vec![tok];
+        }
+    }
+    let text = tokenizer.as_ref().map(|t| t.decode(&generated[0], false)).transpose()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "workers": addrs.len(), "tp": a.tp, "dp": dp, "epoch": cluster.plan.epoch.0,
+            "weight_bytes_per_rank": cluster.weight_bytes,
+            "prompt_tokens": prompt.len(), "concurrency": a.concurrency,
+            "tokens": generated[0], "text": text,
+            "prefill_tokens_per_second": (prompt.len() * a.concurrency) as f64 / prefill_s,
+            "decode_tokens_per_second": if a.max_tokens > 1 { ((a.max_tokens - 1) * a.concurrency) as f64 / decode_s } else { 0.0 },
+        })
+    );
+    if a.keep_running {
+        eprintln!("serving; Ctrl-C to stop");
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
+    Ok(0)
+}
