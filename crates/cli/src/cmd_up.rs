@@ -61,7 +61,11 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let rt = runtime()?;
     let a = &args.drive;
-    let wcfg = WorkerConfig { memory_budget: a.memory_budget, exchange_timeout: Duration::from_secs(60), ..Default::default() };
+    let wcfg = WorkerConfig {
+        memory_budget: a.memory_budget,
+        exchange_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
     let workers = LocalWorkers::start(&rt, args.workers, &wcfg)?;
     let code = drive(&rt, &workers.addrs, a)?;
     drop(workers);
@@ -122,7 +126,12 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
     for k in 0..a.max_tokens {
         let mut groups: Vec<GroupBatch> = vec![vec![]; dp];
         for (i, &id) in ids.iter().enumerate() {
-            groups[(id as usize) % dp].push(SeqStep { id, tokens: next[i].clone(), pos: pos[i], logits: LogitsMode::LogitsLast });
+            groups[(id as usize) % dp].push(SeqStep {
+                id,
+                tokens: next[i].clone(),
+                pos: pos[i],
+                logits: LogitsMode::LogitsLast,
+            });
             pos[i] += next[i].len() as u64;
         }
         let t = Instant::now();

@@ -1,10 +1,11 @@
 //! The one dot product every matmul is made of.
 //!
-//! Canonical order for `dot(x, w)` of length `n`: eight lane accumulators, lane `l` sums
-//! `x[k]*w[k]` for `k ≡ l (mod 8)` in increasing `k`; then `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
-//! The block kernels below compute several (row, token) pairs at once for speed, but each pair
-//! runs exactly that sequence of operations, so the result of a pair never depends on the block
-//! shape, the batch or the CPU features (multiplies and adds are never fused).
+//! Canonical order for `dot(x, w)` of length `n`: eight lane accumulators, lane `l` accumulates
+//! `acc = fma(x[k], w[k], acc)` (one rounding) for `k ≡ l (mod 8)` in increasing `k`; then
+//! `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. The block kernels compute several (row, token) pairs
+//! at once for speed, but each pair runs exactly that sequence of operations, so its result never
+//! depends on the block shape, the batch or the CPU: the vector path uses hardware FMA and the
+//! portable path `f32::mul_add`, which rounds identically.
 
 const LANES: usize = 8;
 
@@ -34,7 +35,7 @@ fn block_generic<const T: usize, const R: usize>(xs: [&[f32]; T], ws: [&[f32]; R
             xv.copy_from_slice(&xs[t][k..k + LANES]);
             for r in 0..R {
                 for l in 0..LANES {
-                    acc[t][r][l] += xv[l] * wv[r][l];
+                    acc[t][r][l] = xv[l].mul_add(wv[r][l], acc[t][r][l]);
                 }
             }
         }
@@ -43,7 +44,7 @@ fn block_generic<const T: usize, const R: usize>(xs: [&[f32]; T], ws: [&[f32]; R
     for l in 0..n - full {
         for t in 0..T {
             for r in 0..R {
-                acc[t][r][l] += xs[t][full + l] * ws[r][full + l];
+                acc[t][r][l] = xs[t][full + l].mul_add(ws[r][full + l], acc[t][r][l]);
             }
         }
     }
@@ -59,7 +60,7 @@ fn block_generic<const T: usize, const R: usize>(xs: [&[f32]; T], ws: [&[f32]; R
 macro_rules! dispatch_block {
     ($name:ident, $avx:ident, $t:literal, $r:literal) => {
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         unsafe fn $avx(xs: [&[f32]; $t], ws: [&[f32]; $r]) -> [[f32; $r]; $t] {
             block_generic::<$t, $r>(xs, ws)
         }

@@ -373,7 +373,7 @@ unsafe fn run_avx2(w: &Weight, x: &[f32], n: usize, r0: usize, r1: usize, put: &
 /// Rows `r0..r1` for all tokens. Few tokens: decode fused into the dot (weights read once from
 /// their stored form). More: decode a sub-block of rows once, then tile tokens over it.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn tiles<L: crate::simd::RowLoad>(
     x: &[f32],
     n: usize,

@@ -1,6 +1,6 @@
-//! AVX2 kernels with the exact operation order of [`crate::dot`]: lane `l` of an 8-wide
-//! accumulator sums `x[k] * w[k]` for `k ≡ l (mod 8)`, multiplies and adds are separate
-//! instructions (never fused), and the final reduction is the canonical tree. Weights are
+//! AVX2+FMA kernels with the exact operation order of [`crate::dot`]: lane `l` of an 8-wide
+//! accumulator takes `fma(x[k], w[k], acc)` for `k ≡ l (mod 8)`, and the final reduction is the
+//! canonical tree. Weights are
 //! decoded in registers from their stored form, producing exactly the values of
 //! [`crate::matrix::Weight::decode_row`], so results are bit-identical to the portable path.
 
@@ -90,13 +90,20 @@ impl RowLoad for Fp8Row<'_> {
     }
     #[inline(always)]
     unsafe fn load8(&self, k: usize) -> __m256 {
+        // The code's sign, exponent and mantissa land at bits 31, 23..26 and 20..22 of an f32
+        // whose value is the e4m3 value times 2^-120.
         let b = _mm_loadl_epi64(self.codes.as_ptr().add(k) as *const __m128i);
-        let w = _mm256_cvtepu8_epi32(b);
-        let mag = _mm256_slli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x7f)), 20);
-        let sign = _mm256_slli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x80)), 24);
-        let v = _mm256_castsi256_ps(_mm256_or_si256(mag, sign));
+        let top = _mm256_slli_epi32(_mm256_cvtepu8_epi32(b), 24);
+        let bits = _mm256_and_si256(_mm256_srai_epi32(top, 4), _mm256_set1_epi32(0x87f0_0000u32 as i32));
+        let v = _mm256_castsi256_ps(bits);
         let s = e8m0_to_f32(*self.scales.get_unchecked((k + self.col0) / 128 - self.col0 / 128));
-        _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(TWO_POW_120)), _mm256_set1_ps(s))
+        let s2 = s * TWO_POW_120;
+        if s2.is_finite() {
+            // Both orders are exact products of powers of two with a 4-bit significand.
+            _mm256_mul_ps(v, _mm256_set1_ps(s2))
+        } else {
+            _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(TWO_POW_120)), _mm256_set1_ps(s))
+        }
     }
 }
 
@@ -148,7 +155,7 @@ unsafe fn block<const T: usize, const R: usize, L: RowLoad>(xs: [&[f32]; T], row
         for t in 0..T {
             let xv = _mm256_loadu_ps(xs[t].as_ptr().add(k));
             for r in 0..R {
-                acc[t][r] = _mm256_add_ps(acc[t][r], _mm256_mul_ps(xv, wv[r]));
+                acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
             }
         }
         k += 8;
@@ -159,7 +166,7 @@ unsafe fn block<const T: usize, const R: usize, L: RowLoad>(xs: [&[f32]; T], row
             let mut lanes = [0.0f32; 8];
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[t][r]);
             for l in 0..n - full {
-                lanes[l] += xs[t][full + l] * rows[r].get(full + l);
+                lanes[l] = xs[t][full + l].mul_add(rows[r].get(full + l), lanes[l]);
             }
             out[t][r] = reduce(lanes);
         }
@@ -171,7 +178,7 @@ unsafe fn block<const T: usize, const R: usize, L: RowLoad>(xs: [&[f32]; T], row
 ///
 /// # Safety
 /// The CPU must support AVX2; all rows and inputs must have the same length.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_block<const T: usize, const R: usize, L: RowLoad>(xs: [&[f32]; T], rows: [L; R]) -> [[f32; R]; T] {
     block::<T, R, L>(xs, rows)
 }
@@ -180,7 +187,7 @@ pub unsafe fn dot_block<const T: usize, const R: usize, L: RowLoad>(xs: [&[f32];
 ///
 /// # Safety
 /// The CPU must support AVX2; `out.len() == row.len()`.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn decode<L: RowLoad>(row: L, out: &mut [f32]) {
     let n = row.len();
     let full = n - n % 8;
