@@ -8,6 +8,9 @@ pub struct Args {
     /// Model size: tiny (~2.4M parameters), small (~300M), medium (~1.1B).
     #[arg(long, default_value = "tiny")]
     preset: String,
+    /// Any V4 config.json (official, HF or inference spelling) instead of a preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Output folder (created).
     #[arg(long)]
     out: PathBuf,
@@ -25,7 +28,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
-    let cfg = gen::preset(&a.preset)?;
+    let cfg = match &a.config {
+        Some(p) => emesh_common::ModelConfig::from_file(p)?,
+        None => gen::preset(&a.preset)?,
+    };
     let tok_src = match &a.tokenizer {
         None => None,
         Some(p) if p.is_dir() => Some(p.join("tokenizer.json")),

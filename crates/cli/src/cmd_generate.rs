@@ -27,6 +27,9 @@ pub struct Args {
     /// exact (float32 reference) or official (DeepSeek's quantization simulation).
     #[arg(long, default_value = "exact")]
     numerics: Numerics,
+    /// Refuse to load more than this many bytes of weights.
+    #[arg(long)]
+    memory_budget: Option<u64>,
     /// Stop at the end-of-sentence token.
     #[arg(long)]
     stop_at_eos: bool,
@@ -59,7 +62,12 @@ pub fn run(a: Args) -> Result<i32> {
     let t_load = Instant::now();
     let engine = Engine::load(
         &model,
-        &LoadOptions { numerics: a.numerics, progress: std::io::stderr().is_terminal(), ..Default::default() },
+        &LoadOptions {
+            numerics: a.numerics,
+            progress: std::io::stderr().is_terminal(),
+            memory_budget: a.memory_budget,
+            ..Default::default()
+        },
     )?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mut caches: Vec<_> = (0..a.batch).map(|_| engine.new_cache()).collect();

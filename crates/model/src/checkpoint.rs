@@ -179,6 +179,20 @@ impl Checkpoint {
         names.into_iter().filter_map(|n| self.tensors.get(n)).map(|i| i.len).sum()
     }
 
+    /// Reads one tensor (a positioned read; nothing else of the file is touched).
+    pub fn read_one(&self, name: &str) -> Result<RawTensor> {
+        let info = self.tensors.get(name).ok_or_else(|| ModelError::Missing {
+            name: name.to_string(),
+            hint: format!(" (files: {})", self.file_list()),
+        })?;
+        let path = &self.files[info.file];
+        let f = File::open(path).map_err(|source| ModelError::Io { path: path.clone(), cause: source })?;
+        let mut data = vec![0u8; info.len as usize];
+        f.read_exact_at(&mut data, info.offset)
+            .map_err(|source| ModelError::Io { path: path.clone(), cause: source })?;
+        Ok(RawTensor { name: name.to_string(), path: path.clone(), dtype: info.dtype, shape: info.shape.clone(), data })
+    }
+
     /// Reads the named tensors in parallel. A missing name is an error naming it.
     pub fn read(&self, names: &[String], progress: bool) -> Result<HashMap<String, RawTensor>> {
         for n in names {
@@ -230,7 +244,7 @@ impl Checkpoint {
     }
 }
 
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "loading weights {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",

@@ -33,7 +33,7 @@ pub fn floats(t: &RawTensor, shape: &[usize]) -> Result<Vec<f32>> {
 /// A `[rows, cols]` linear weight in its stored form. FP8 (`F8_E4M3`) needs its `.scale`
 /// (`F8_E8M0 [ceil(rows/128), ceil(cols/128)]`); packed FP4 (`I8`/`U8 [rows, cols/2]`) needs
 /// `F8_E8M0 [rows, cols/32]`.
-pub fn linear(t: &RawTensor, scale: Option<&RawTensor>, rows: usize, cols: usize) -> Result<Weight> {
+pub fn linear(t: RawTensor, scale: Option<RawTensor>, rows: usize, cols: usize) -> Result<Weight> {
     let dense = [rows, cols];
     let w = match t.dtype {
         Dtype::F32 if t.shape == dense => Weight::f32(rows, cols, le_f32(&t.data)),
@@ -45,26 +45,35 @@ pub fn linear(t: &RawTensor, scale: Option<&RawTensor>, rows: usize, cols: usize
             let s = scale.ok_or_else(|| t.err("is FP8 but its `.scale` tensor is missing"))?;
             let want = [rows.div_ceil(128), cols.div_ceil(128)];
             if s.dtype != Dtype::F8E8M0 || s.shape != want {
-                return Err(shape_err(s, &format!("F8_E8M0 {want:?} (128x128 block scales)")));
+                return Err(shape_err(&s, &format!("F8_E8M0 {want:?} (128x128 block scales)")));
             }
-            Weight::fp8(rows, cols, t.data.clone(), s.data.clone())
+            let err = t.err("");
+            return Weight::fp8(rows, cols, t.data, s.data).map_err(|e| with_reason(err, e));
         }
         Dtype::I8 | Dtype::U8 if t.shape == [rows, cols / 2] && cols.is_multiple_of(2) => {
             let s = scale.ok_or_else(|| t.err("is packed FP4 but its `.scale` tensor is missing"))?;
             let want = [rows, cols.div_ceil(32)];
             if s.dtype != Dtype::F8E8M0 || s.shape != want {
-                return Err(shape_err(s, &format!("F8_E8M0 {want:?} (one scale per 32 inputs)")));
+                return Err(shape_err(&s, &format!("F8_E8M0 {want:?} (one scale per 32 inputs)")));
             }
-            Weight::fp4(rows, cols, t.data.clone(), s.data.clone())
+            let err = t.err("");
+            return Weight::fp4(rows, cols, t.data, s.data).map_err(|e| with_reason(err, e));
         }
         _ => {
             return Err(shape_err(
-                t,
+                &t,
                 &format!("F32/BF16/F8_E4M3 [{rows}, {cols}] or packed FP4 I8 [{rows}, {}]", cols / 2),
             ))
         }
     };
     w.map_err(|e| t.err(e.to_string()))
+}
+
+fn with_reason(e: ModelError, why: emesh_compute::WeightError) -> ModelError {
+    match e {
+        ModelError::Tensor { path, name, .. } => ModelError::Tensor { path, name, reason: why.to_string() },
+        other => other,
+    }
 }
 
 /// The `tid2eid` table `[vocab, k]` (I32 or I64), every id checked to be `< experts`.

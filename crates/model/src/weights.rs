@@ -10,7 +10,7 @@ use crate::convert;
 use crate::error::{ModelError, Result};
 use emesh_common::{AttnKind, ModelConfig, MoeKind};
 use emesh_compute::Weight;
-use std::collections::HashMap;
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// Which part of the model a process holds.
@@ -199,20 +199,28 @@ pub fn tensor_names(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint) -> Vec<St
     names
 }
 
+/// Reads tensors on demand: each is converted and its raw bytes dropped at once, so loading
+/// peaks at the loaded weights plus the tensors in flight, not twice the shard.
 struct Tensors<'a> {
-    raw: &'a HashMap<String, RawTensor>,
+    ck: &'a Checkpoint,
+    bar: Option<&'a indicatif::ProgressBar>,
 }
 
 impl<'a> Tensors<'a> {
-    fn get(&self, name: &str) -> Result<&'a RawTensor> {
-        self.raw.get(name).ok_or_else(|| ModelError::Missing { name: name.to_string(), hint: String::new() })
+    fn get(&self, name: &str) -> Result<RawTensor> {
+        let t = self.ck.read_one(name)?;
+        if let Some(b) = self.bar {
+            b.inc(t.data.len() as u64);
+        }
+        Ok(t)
     }
     fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        convert::floats(self.get(name)?, shape)
+        convert::floats(&self.get(name)?, shape)
     }
     fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
         let scale = name.trim_end_matches(".weight").to_string() + ".scale";
-        convert::linear(self.get(name)?, self.raw.get(&scale), rows, cols)
+        let s = if self.ck.contains(&scale) { Some(self.get(&scale)?) } else { None };
+        convert::linear(self.get(name)?, s, rows, cols)
     }
     fn hc(&self, prefix: &str, n_out: usize, cols: usize, n_scale: usize) -> Result<HcWeights> {
         let f = self.floats(&format!("{prefix}_fn"), &[n_out, cols])?;
@@ -267,14 +275,15 @@ pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -
         return Err(ModelError::Invalid(format!("shard groups {:?} outside 0..{}", shard.groups, cfg.o_groups)));
     }
     let names = tensor_names(cfg, shard, ck);
-    let raw = ck.read(&names, progress)?;
-    let t = Tensors { raw: &raw };
+    for n in &names {
+        if !ck.contains(n) {
+            return Err(ModelError::Missing { name: n.clone(), hint: format!(" (files: {:?})", ck.files) });
+        }
+    }
+    let bar = progress.then(|| crate::checkpoint::progress_bar(ck.bytes_of(&names)));
+    let t = Tensors { ck, bar: bar.as_ref() };
     let d = cfg.hidden_size;
     let hc = cfg.hc_mult;
-    let hd = cfg.head_dim;
-    let heads = shard.heads(cfg);
-    let hpg = cfg.heads_per_group();
-    let n_hc = hc * (hc + 2);
 
     let (embed, norm, hc_head, head) = if shard.dense {
         (
@@ -293,8 +302,22 @@ pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -
         (empty()?, vec![], empty_hc, empty()?)
     };
 
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for i in 0..cfg.num_layers {
+    let layers: Vec<LayerWeights> =
+        (0..cfg.num_layers).into_par_iter().map(|i| load_layer(cfg, shard, &t, i)).collect::<Result<_>>()?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(ModelWeights { embed, layers, hc_head, norm, head })
+}
+
+fn load_layer(cfg: &ModelConfig, shard: &Shard, t: &Tensors, i: usize) -> Result<LayerWeights> {
+    let d = cfg.hidden_size;
+    let hc = cfg.hc_mult;
+    let hd = cfg.head_dim;
+    let heads = shard.heads(cfg);
+    let hpg = cfg.heads_per_group();
+    let n_hc = hc * (hc + 2);
+    {
         let p = format!("layers.{i}.");
         let kind = cfg.attn_kind(i);
         let moe_kind = cfg.moe_kind(i);
@@ -309,8 +332,7 @@ pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -
             *slot = Some(t.expert(&format!("{p}ffn.experts.{e}"), d, cfg.moe_intermediate_size)?);
         }
         if !shard.dense {
-            layers.push(expert_only_layer(cfg, i, experts)?);
-            continue;
+            return expert_only_layer(cfg, i, experts);
         }
         let wq_b_name = format!("{p}attn.wq_b.weight");
         let wq_b = t.linear(&wq_b_name, cfg.num_heads * hd, cfg.q_lora_rank)?;
@@ -374,7 +396,7 @@ pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -
             },
             tid2eid: match moe_kind {
                 MoeKind::Hash => Some(convert::tid2eid(
-                    t.get(&format!("{p}ffn.gate.tid2eid"))?,
+                    &t.get(&format!("{p}ffn.gate.tid2eid"))?,
                     cfg.vocab_size,
                     cfg.num_experts_per_tok,
                     cfg.n_routed_experts,
@@ -384,16 +406,15 @@ pub fn load(cfg: &ModelConfig, shard: &Shard, ck: &Checkpoint, progress: bool) -
             shared: t.expert(&format!("{p}ffn.shared_experts"), d, cfg.moe_intermediate_size)?,
             experts,
         };
-        layers.push(LayerWeights {
+        Ok(LayerWeights {
             attn_norm: t.floats(&format!("{p}attn_norm.weight"), &[d])?,
             ffn_norm: t.floats(&format!("{p}ffn_norm.weight"), &[d])?,
             hc_attn: t.hc(&format!("{p}hc_attn"), n_hc, hc * d, 3)?,
             hc_ffn: t.hc(&format!("{p}hc_ffn"), n_hc, hc * d, 3)?,
             attn,
             moe,
-        });
+        })
     }
-    Ok(ModelWeights { embed, layers, hc_head, norm, head })
 }
 
 fn expert_only_layer(cfg: &ModelConfig, i: usize, experts: Vec<Option<ExpertWeights>>) -> Result<LayerWeights> {
