@@ -74,8 +74,11 @@ async fn connect(addr: &str, timeout: Duration) -> Result<WorkerClient<Channel>,
     let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
     let until = std::time::Instant::now() + timeout;
     loop {
-        match WorkerClient::connect(url.clone()).await {
-            Ok(c) => return Ok(c.max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30)),
+        let attempt = async { emesh_wire::endpoint(&url)?.connect().await };
+        match attempt.await {
+            Ok(ch) => {
+                return Ok(WorkerClient::new(ch).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30))
+            }
             Err(e) if std::time::Instant::now() >= until => return Err(werr(addr, e)),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -12,6 +12,32 @@ pub mod pb {
 
 mod transport;
 
+/// HTTP/2 windows for tensor traffic: the 64 KiB defaults cap a stream at a fraction of the
+/// link.
+pub const STREAM_WINDOW: u32 = 32 << 20;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame (the protocol's maximum is 16 MiB - 1; the default 16 KiB splits a
+/// megabyte payload into 64 frames).
+pub const MAX_FRAME: u32 = (1 << 24) - 1;
+
+/// A client endpoint tuned for exchanges: large windows, no Nagle delay.
+pub fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME))
+}
+
+/// A server builder tuned the same way.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
 pub use transport::{ExchangeService, GrpcTransport, PeerSlot};
 
 /// Decodes little-endian f32 bytes (a tensor payload).

@@ -69,7 +69,9 @@ impl GrpcTransport {
             // The peer may not have its placement yet: retry until the deadline.
             let (tx, resp) = loop {
                 let attempt = async {
-                    let client = ExchangeClient::connect(url.clone()).await.map_err(|e| e.to_string())?;
+                    let channel =
+                        crate::endpoint(&url).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+                    let client = ExchangeClient::new(channel);
                     let mut client = client.max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30);
                     let (tx, rx) = mpsc::unbounded_channel();
                     let hello =

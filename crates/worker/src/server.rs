@@ -255,7 +255,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let svc = WorkerService::new(cfg);
     let exchange = ExchangeService { slot: svc.inner.slot.clone() };
-    tonic::transport::Server::builder()
+    emesh_wire::server()
         .add_service(WorkerServer::new(svc).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30))
         .add_service(
             ExchangeServer::new(exchange).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30),
