@@ -18,7 +18,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             &["emesh-common", "emesh-compute", "emesh-model", "emesh-comm", "emesh-placement", "emesh-wire"][..],
         ),
         // The coordinator never touches model weights or math.
-        ("emesh-coordinator", &["emesh-common", "emesh-placement", "emesh-wire"][..]),
+        ("emesh-coordinator", &["emesh-common", "emesh-placement", "emesh-store", "emesh-wire"][..]),
+        ("emesh-store", &["emesh-common"][..]),
         (
             "emesh-cli",
             &[
@@ -30,10 +31,23 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "emesh-worker",
                 "emesh-coordinator",
                 "emesh-wire",
+                "emesh-store",
             ][..],
         ),
         ("emesh-tests", &["emesh-common", "emesh-compute", "emesh-model"][..]),
-        ("emesh-benches", &["emesh-common", "emesh-compute", "emesh-model"][..]),
+        // Benchmarks measure every layer.
+        (
+            "emesh-benches",
+            &[
+                "emesh-common",
+                "emesh-compute",
+                "emesh-model",
+                "emesh-comm",
+                "emesh-wire",
+                "emesh-worker",
+                "emesh-coordinator",
+            ][..],
+        ),
     ])
 }
 

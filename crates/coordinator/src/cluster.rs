@@ -2,6 +2,7 @@
 
 use emesh_common::{Epoch, ModelConfig};
 use emesh_placement::{Layout, Plan, PlanRequest, WeightForm, WorkerSpec};
+use emesh_store::{PlacementStore, StoredPlacement, WorkerRecord};
 use emesh_wire::pb::worker_client::WorkerClient;
 use emesh_wire::pb::{self, LogitsMode};
 use futures::future::join_all;
@@ -14,6 +15,8 @@ pub enum ClusterError {
     Worker { addr: String, reason: String },
     #[error("placement")]
     Plan(#[from] emesh_placement::PlanError),
+    #[error("placement store")]
+    Store(#[from] emesh_store::StoreError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -86,9 +89,20 @@ async fn connect(addr: &str, timeout: Duration) -> Result<WorkerClient<Channel>,
 }
 
 impl Cluster {
-    /// Connects to the workers (rank = position in `addrs`), plans the model over them and has
-    /// every worker load its shard and connect to its peers.
+    /// [`Cluster::start_with`] on a fresh in-memory store.
     pub async fn start(addrs: &[String], config: ModelConfig, opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        Self::start_with(addrs, config, opts, &emesh_store::MemoryStore::new()).await
+    }
+
+    /// Connects to the workers (rank = position in `addrs`), plans the model over them, publishes
+    /// the placement in `store` (compare-and-swap on its epoch), has every worker load its shard
+    /// and connect to its peers, and records each one ready for the epoch.
+    pub async fn start_with(
+        addrs: &[String],
+        config: ModelConfig,
+        opts: &ClusterOptions,
+        store: &dyn PlacementStore,
+    ) -> Result<Cluster, ClusterError> {
         if addrs.is_empty() {
             return Err(ClusterError::Invalid("no workers".into()));
         }
@@ -111,9 +125,17 @@ impl Cluster {
             let h = h.map_err(|s| werr(a, s.message()))?.into_inner();
             epoch = epoch.max(h.epoch);
             let budget = if h.memory_budget > 0 { h.memory_budget } else { opts.default_budget };
-            let id = if h.worker_id.is_empty() { format!("w{i}") } else { h.worker_id };
+            let id = if h.worker_id.is_empty() || workers.iter().any(|w: &WorkerSpec| w.id == h.worker_id) {
+                format!("w{i}")
+            } else {
+                h.worker_id
+            };
+            store.register_worker(WorkerRecord { id: id.clone(), addr: a.clone(), memory_budget: budget }).await?;
             workers.push(WorkerSpec { id, budget_bytes: budget });
         }
+        let stored = store.placement().await?;
+        let expected = stored.as_ref().map(|p| p.epoch);
+        epoch = epoch.max(expected.map_or(0, |e| e.0));
         let dp = addrs.len() / opts.tp;
         let mut req = PlanRequest::new(
             &config,
@@ -126,6 +148,13 @@ impl Cluster {
         req.epoch = Epoch(epoch + 1);
         let plan = Plan::new(&req)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let next = StoredPlacement { epoch: plan.epoch, plan_json: plan_json.clone() };
+        if !store.put_placement(expected, next).await? {
+            return Err(ClusterError::Invalid(format!(
+                "the placement changed while epoch {} was being planned; retry",
+                plan.epoch.0
+            )));
+        }
         let loads = join_all(clients.iter().cloned().enumerate().map(|(r, mut c)| {
             let req = pb::LoadRequest {
                 epoch: plan.epoch.0,
@@ -140,8 +169,18 @@ impl Cluster {
         }))
         .await;
         let mut weight_bytes = Vec::new();
-        for (l, a) in loads.into_iter().zip(addrs) {
+        for ((l, a), rp) in loads.into_iter().zip(addrs).zip(&plan.ranks) {
             weight_bytes.push(l.map_err(|s| werr(a, s.message()))?.into_inner().weight_bytes);
+            store.set_ready(plan.epoch, &rp.worker).await?;
+        }
+        let ready = store.ready(plan.epoch).await?;
+        if ready.len() != plan.ranks.len() {
+            return Err(ClusterError::Invalid(format!(
+                "{} of {} ranks ready for epoch {}",
+                ready.len(),
+                plan.ranks.len(),
+                plan.epoch.0
+            )));
         }
         Ok(Cluster { addrs: addrs.to_vec(), clients, plan, config, step: 0, weight_bytes })
     }

@@ -1,0 +1,54 @@
+//! The placement store: the worker registry, the placement with its epoch, readiness per epoch.
+//!
+//! Keys follow one prefix per cluster (`/emesh/<cluster>/`): `workers/<id>`, `placement`
+//! (written by compare-and-swap on its epoch), `ready/<epoch>/<worker>`. The trait has an
+//! in-memory backend ([`MemoryStore`], for `emesh up` and tests) and, next, etcd; both must pass
+//! [`conformance::run`].
+
+pub mod conformance;
+mod memory;
+
+pub use memory::MemoryStore;
+
+use emesh_common::Epoch;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid record: {0}")]
+    Invalid(String),
+}
+
+/// A worker as registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub addr: String,
+    pub memory_budget: u64,
+}
+
+/// The placement as stored: its epoch and the plan (JSON of `emesh_placement::Plan`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPlacement {
+    pub epoch: Epoch,
+    pub plan_json: String,
+}
+
+#[async_trait::async_trait]
+pub trait PlacementStore: Send + Sync {
+    /// Adds or replaces a worker's record.
+    async fn register_worker(&self, w: WorkerRecord) -> Result<(), StoreError>;
+    async fn remove_worker(&self, id: &str) -> Result<(), StoreError>;
+    /// Registered workers, by id.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    async fn placement(&self) -> Result<Option<StoredPlacement>, StoreError>;
+    /// Writes `next` only if the stored epoch is `expected` (`None`: nothing stored yet) and
+    /// `next.epoch` is newer. Returns whether it was written.
+    async fn put_placement(&self, expected: Option<Epoch>, next: StoredPlacement) -> Result<bool, StoreError>;
+    /// Records that `worker` has loaded what `epoch` asks of it.
+    async fn set_ready(&self, epoch: Epoch, worker: &str) -> Result<(), StoreError>;
+    /// Workers ready for `epoch`, by id.
+    async fn ready(&self, epoch: Epoch) -> Result<Vec<String>, StoreError>;
+}
