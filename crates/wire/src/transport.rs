@@ -119,7 +119,7 @@ fn spawn_reader(t: Arc<GrpcTransport>, peer: Rank, mut s: Streaming<Frame>) {
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!("{}: stream from {peer} failed: {e}", t.rank);
+                    tracing::warn!("{}: stream from {peer} ended: {}", t.rank, e.message());
                     break;
                 }
                 None => break,
