@@ -56,11 +56,12 @@ fn cluster(rt: &tokio::runtime::Runtime, c: &mut Cluster, batch: usize, steps: u
                 tokens: next[b].clone(),
                 pos: pos[b],
                 logits: LogitsMode::LogitsLast,
+                greedy: true,
             });
             pos[b] += next[b].len() as u64;
         }
-        for (id, l) in rt.block_on(c.step(groups, vec![])).unwrap() {
-            next[(id - base) as usize] = vec![argmax(&l)];
+        for o in rt.block_on(c.step(groups, vec![])).unwrap() {
+            next[(o.id - base) as usize] = vec![o.token.unwrap()];
         }
     }
     (batch * steps) as f64 / t.elapsed().as_secs_f64()

@@ -131,6 +131,7 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
                 tokens: next[i].clone(),
                 pos: pos[i],
                 logits: LogitsMode::LogitsLast,
+                greedy: true,
             });
             pos[i] += next[i].len() as u64;
         }
@@ -141,9 +142,9 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         } else {
             decode_s += t.elapsed().as_secs_f64();
         }
-        for (id, logits) in out {
-            let i = id as usize;
-            let tok = emesh_model::argmax(&logits);
+        for o in out {
+            let i = o.id as usize;
+            let tok = o.token.ok_or_else(|| anyhow::anyhow!("sequence {} came back without a token", o.id))?;
             generated[i].push(tok);
             next[i] = vec![tok];
         }

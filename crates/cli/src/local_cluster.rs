@@ -99,6 +99,7 @@ impl Forward for ClusterForward {
                 tokens: tokens.to_vec(),
                 pos: *pos,
                 logits: mode(*logits),
+                greedy: false,
             });
             *pos += tokens.len() as u64;
         }
@@ -106,7 +107,7 @@ impl Forward for ClusterForward {
             .rt
             .block_on(self.cluster.step(groups, vec![]))
             .map_err(|e| emesh_model::ModelError::Invalid(format!("cluster step: {e}")))?;
-        let map: HashMap<u64, Vec<f32>> = out.into_iter().collect();
+        let map: HashMap<u64, Vec<f32>> = out.into_iter().map(|o| (o.id, o.logits)).collect();
         Ok(batch
             .iter()
             .map(|(id, _, l)| if *l == Logits::None { vec![] } else { map.get(id).cloned().unwrap_or_default() })

@@ -29,6 +29,17 @@ pub struct SeqStep {
     pub pos: u64,
     /// 0 none, 1 last position, 2 all positions.
     pub logits: LogitsMode,
+    /// Only the greedy token of the last position comes back (sampling on the worker).
+    pub greedy: bool,
+}
+
+/// One sequence's result of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeqOutput {
+    pub id: u64,
+    /// `[rows, vocab]`, empty for greedy steps.
+    pub logits: Vec<f32>,
+    pub token: Option<u32>,
 }
 
 pub type GroupBatch = Vec<SeqStep>;
@@ -195,11 +206,7 @@ impl Cluster {
 
     /// Runs one step on every rank: `groups[g]` is data-parallel group `g`'s batch. Returns each
     /// sequence's logits (`[rows, vocab]`) as sent by its group's first rank.
-    pub async fn step(
-        &mut self,
-        groups: Vec<GroupBatch>,
-        free: Vec<u64>,
-    ) -> Result<Vec<(u64, Vec<f32>)>, ClusterError> {
+    pub async fn step(&mut self, groups: Vec<GroupBatch>, free: Vec<u64>) -> Result<Vec<SeqOutput>, ClusterError> {
         if groups.len() != self.dp() {
             return Err(ClusterError::Invalid(format!("{} group batches for {} groups", groups.len(), self.dp())));
         }
@@ -211,7 +218,13 @@ impl Cluster {
                 .map(|g| pb::GroupBatch {
                     seqs: g
                         .into_iter()
-                        .map(|s| pb::SeqWork { id: s.id, tokens: s.tokens, pos: s.pos, logits: s.logits as i32 })
+                        .map(|s| pb::SeqWork {
+                            id: s.id,
+                            tokens: s.tokens,
+                            pos: s.pos,
+                            logits: s.logits as i32,
+                            greedy: s.greedy,
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -227,10 +240,14 @@ impl Cluster {
         for (o, a) in outs.into_iter().zip(&self.addrs) {
             let o = o.map_err(|s| werr(a, s.message()))?.into_inner();
             for r in o.results {
-                logits.push((r.id, emesh_wire::f32s(&r.logits).map_err(|e| werr(a, e))?));
+                logits.push(SeqOutput {
+                    id: r.id,
+                    logits: emesh_wire::f32s(&r.logits).map_err(|e| werr(a, e))?,
+                    token: r.token,
+                });
             }
         }
-        logits.sort_by_key(|(id, _)| *id);
+        logits.sort_by_key(|o| o.id);
         Ok(logits)
     }
 }

@@ -7,4 +7,4 @@
 
 mod cluster;
 
-pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqStep};
+pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};

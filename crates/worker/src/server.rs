@@ -94,6 +94,10 @@ impl WorkerService {
         }
     }
 
+    fn vocab(&self) -> usize {
+        lock(&self.inner.core).as_ref().map_or(1, |c| c.engine.cfg.vocab_size)
+    }
+
     fn set_phase(&self, p: Phase) {
         *lock(&self.inner.phase) = p;
     }
@@ -190,6 +194,8 @@ impl Worker for WorkerService {
         if *lock(&self.inner.phase) != Phase::Ready {
             return Err(Status::unavailable(format!("worker is {}", lock(&self.inner.phase).name())));
         }
+        let greedy: std::collections::HashSet<u64> =
+            r.groups.iter().flat_map(|g| g.seqs.iter().filter(|s| s.greedy).map(|s| s.id)).collect();
         let input = StepInput {
             epoch: Epoch(r.epoch),
             step: r.step,
@@ -227,7 +233,20 @@ impl Worker for WorkerService {
             epoch: r.epoch,
             step: r.step,
             rank: out.0 .0,
-            results: out.1.logits.into_iter().map(|(id, l)| pb::SeqResult { id, logits: f32_bytes(&l) }).collect(),
+            results: out
+                .1
+                .logits
+                .into_iter()
+                .map(|(id, l)| {
+                    if greedy.contains(&id) {
+                        let v = self.vocab();
+                        let last = &l[l.len().saturating_sub(v)..];
+                        pb::SeqResult { id, logits: Default::default(), token: Some(emesh_model::argmax(last)) }
+                    } else {
+                        pb::SeqResult { id, logits: f32_bytes(&l), token: None }
+                    }
+                })
+                .collect(),
         }))
     }
 
