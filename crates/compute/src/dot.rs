@@ -9,8 +9,9 @@
 
 const LANES: usize = 8;
 
+/// The canonical reduction of the eight lane accumulators (shared by every kernel).
 #[inline(always)]
-fn reduce(a: [f32; LANES]) -> f32 {
+pub(crate) fn reduce(a: [f32; LANES]) -> f32 {
     let s0 = a[0] + a[4];
     let s1 = a[1] + a[5];
     let s2 = a[2] + a[6];

@@ -6,6 +6,7 @@
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
+use crate::dot::reduce;
 use crate::formats::e8m0_to_f32;
 use std::arch::x86_64::*;
 
@@ -129,15 +130,6 @@ impl RowLoad for Fp4Row<'_> {
         let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(twice));
         _mm256_mul_ps(f, _mm256_set1_ps(0.5 * e8m0_to_f32(*self.scales.get_unchecked(k / 32))))
     }
-}
-
-#[inline(always)]
-fn reduce(a: [f32; 8]) -> f32 {
-    let s0 = a[0] + a[4];
-    let s1 = a[1] + a[5];
-    let s2 = a[2] + a[6];
-    let s3 = a[3] + a[7];
-    (s0 + s2) + (s1 + s3)
 }
 
 /// `out[t][r] = dot(xs[t], rows[r])` with the canonical order.

@@ -1,7 +1,7 @@
 //! The MoE sublayer (spec §8): router, routed experts with the SwiGLU clamp, shared expert.
 //!
-//! Split into [`route`], [`expert_forward`] and [`combine`] so that a cluster can run the three
-//! on different processes; the single-process [`forward`] calls them in a row. Routed outputs are
+//! Split into [`route`], [`run_experts`] and [`combine_routed`] so that a cluster can run them on
+//! different processes (see `crate::parallel`). Routed outputs are
 //! summed per token in ascending expert id, then the shared expert is added: the same order
 //! wherever the experts ran.
 
@@ -152,13 +152,4 @@ pub fn add_shared(routed: &mut [f32], shared: &[f32]) {
     for (a, &v) in routed.iter_mut().zip(shared) {
         *a += v;
     }
-}
-
-/// The whole sublayer in one process.
-pub fn forward(cfg: &ModelConfig, w: &MoeWeights, x: &[f32], tokens: &[u32], nx: Numerics) -> (Vec<f32>, Vec<Route>) {
-    let routes = route(cfg, w, x, tokens, nx);
-    let outs = run_experts(cfg, w, x, &routes, nx);
-    let mut out = combine_routed(cfg, &routes, &outs, nx).expect("one process holds every expert");
-    add_shared(&mut out, &expert_forward(cfg, &w.shared, x, tokens.len(), None, nx));
-    (out, routes)
 }

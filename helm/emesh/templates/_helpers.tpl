@@ -78,6 +78,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.model.source.type "pvc") (not .Values.model.source.pvc.create) (not .Values.model.source.pvc.claimName) -}}
 {{- fail "model.source.type=pvc needs model.source.pvc.claimName (an existing claim) or model.source.pvc.create=true" -}}
 {{- end -}}
+{{- if and (gt (int $l.tp) 1) (gt (int $w.ranksPerPod) 1) (ne (mod (int $w.ranksPerPod) (int $l.tp)) 0) -}}
+{{- fail (printf "worker.ranksPerPod (%v) is not a multiple of layout.tp (%v): an attention group (ranks r with the same r / tp) would span two worker pods, i.e. two nodes" $w.ranksPerPod $l.tp) -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.coordinator.http.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs coordinator.http.enabled (/metrics is served by the HTTP API)" -}}
 {{- end -}}
@@ -189,18 +192,22 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Model volume ----------------------------------------------------------------------- */}}
 
+{{/* The `model` and `tmp` volumes: (dict "ctx" $ "role" "coordinator"|"worker"). Coordinators
+     read only config.json and the tokenizer, so with objectStorage they copy just the JSON files
+     into an emptyDir; workers share one node-local copy of the whole checkpoint. */}}
 {{- define "emesh.model.volume" -}}
-{{- $s := .Values.model.source -}}
+{{- $v := .ctx.Values -}}
+{{- $s := $v.model.source -}}
 - name: model
 {{- if eq $s.type "pvc" }}
   persistentVolumeClaim:
-    claimName: {{ if $s.pvc.create }}{{ include "emesh.fullname" . }}-model{{ else }}{{ $s.pvc.claimName }}{{ end }}
+    claimName: {{ if $s.pvc.create }}{{ include "emesh.fullname" .ctx }}-model{{ else }}{{ $s.pvc.claimName }}{{ end }}
     readOnly: true
 {{- else if eq $s.type "hostPath" }}
   hostPath:
     path: {{ $s.hostPath.path }}
     type: Directory
-{{- else if eq $s.type "objectStorage" }}
+{{- else if and (eq $s.type "objectStorage") (eq .role "worker") }}
   hostPath:
     path: {{ $s.objectStorage.cachePath }}
     type: DirectoryOrCreate
@@ -219,11 +226,15 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /tmp
 {{- end -}}
 
-{{/* Init containers that put the checkpoint in place (objectStorage, generate). */}}
+{{/* Init containers that put the checkpoint in place (objectStorage, generate):
+     (dict "ctx" $ "role" "coordinator"|"worker"). */}}
 {{- define "emesh.model.initContainers" -}}
-{{- $s := .Values.model.source -}}
-{{- $dir := include "emesh.modelDir" . -}}
+{{- $ctx := .ctx -}}
+{{- $v := .ctx.Values -}}
+{{- $s := $v.model.source -}}
+{{- $dir := include "emesh.modelDir" $ctx -}}
 {{- if eq $s.type "objectStorage" }}
+{{- $lock := printf "%s/.%s.lock" (trimSuffix "/" $v.model.mountPath) $v.model.name }}
 - name: fetch-model
   image: {{ $s.objectStorage.image }}
   imagePullPolicy: IfNotPresent
@@ -233,16 +244,27 @@ app.kubernetes.io/component: {{ .component }}
       set -eu
       dest={{ $dir | quote }}
       [ -f "$dest/.emesh-complete" ] && { echo "checkpoint already at $dest"; exit 0; }
-      # One copy per node even when several worker pods share it: mkdir is atomic.
-      until mkdir {{ $s.objectStorage.cachePath | quote }}/.{{ .Values.model.name }}.lock 2>/dev/null; do
-        echo "another pod is copying the checkpoint on this node; waiting"; sleep 15
+      {{- if eq .role "coordinator" }}
+      # The coordinator reads config.json and the tokenizer only.
+      rclone copy {{ $s.objectStorage.uri | quote }} "$dest" --include "*.json" {{ join " " $s.objectStorage.extraArgs }}
+      {{- else }}
+      # One copy per node even when several worker pods share the cache: mkdir is atomic.
+      until mkdir {{ $lock | quote }} 2>/dev/null; do
         [ -f "$dest/.emesh-complete" ] && exit 0
+        echo "another pod is copying the checkpoint on this node; waiting"; sleep 15
       done
-      trap 'rmdir {{ $s.objectStorage.cachePath | quote }}/.{{ .Values.model.name }}.lock' EXIT
+      trap 'rmdir {{ $lock | quote }}' EXIT
+      [ -f "$dest/.emesh-complete" ] && exit 0
       rclone copy {{ $s.objectStorage.uri | quote }} "$dest" {{ join " " $s.objectStorage.extraArgs }}
+      {{- end }}
       touch "$dest/.emesh-complete"
   env:
-    {{- toYaml $s.objectStorage.env | nindent 4 }}
+    # rclone keeps its cache and config under $HOME; the root filesystem is read-only.
+    - name: HOME
+      value: /tmp
+    {{- with $s.objectStorage.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- with $s.objectStorage.envFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
@@ -250,16 +272,16 @@ app.kubernetes.io/component: {{ .component }}
   resources:
     {{- toYaml $s.objectStorage.resources | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- toYaml $v.securityContext | nindent 4 }}
   volumeMounts:
     - name: model
-      mountPath: {{ .Values.model.mountPath }}
+      mountPath: {{ $v.model.mountPath }}
     - name: tmp
       mountPath: /tmp
 {{- else if eq $s.type "generate" }}
 - name: generate-model
-  image: {{ include "emesh.image" . }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  image: {{ include "emesh.image" $ctx }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
   command: ["/bin/sh", "-c"]
   args:
     - |
@@ -267,10 +289,10 @@ app.kubernetes.io/component: {{ .component }}
       [ -f {{ $dir | quote }}/config.json ] && exit 0
       exec emesh gen-model --preset {{ $s.generate.preset }} --seed {{ $s.generate.seed }} --dtype {{ $s.generate.dtype }} --out {{ $dir | quote }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- toYaml $v.securityContext | nindent 4 }}
   volumeMounts:
     - name: model
-      mountPath: {{ .Values.model.mountPath }}
+      mountPath: {{ $v.model.mountPath }}
     - name: tmp
       mountPath: /tmp
 {{- end }}
