@@ -258,6 +258,12 @@ def check_case(case, files, docs, fx):
                 ok(ests["spec"]["replicas"] == n and ests["spec"]["serviceName"] == name, "etcd members")
                 ok(ests["spec"].get("podManagementPolicy") == "Parallel", "etcd members must start together")
                 ok(esvc["spec"].get("clusterIP") == "None" and esvc["spec"].get("publishNotReadyAddresses"), "etcd Service")
+                sports = {p["name"]: p["port"] for p in esvc["spec"]["ports"]}
+                ok(sports.get("client") == e["clientPort"] and sports.get("peer") == e["peerPort"], f"etcd Service ports {sports}")
+                econt = ests["spec"]["template"]["spec"]["containers"][0]
+                cports = {p["name"]: p["containerPort"] for p in econt["ports"]}
+                ok(cports.get("client") == e["clientPort"] and cports.get("peer") == e["peerPort"], f"etcd container ports {cports}")
+                ok(econt["readinessProbe"]["httpGet"]["path"].startswith("/health"), "etcd readiness probe")
                 eargs = ests["spec"]["template"]["spec"]["containers"][0]["args"]
                 initial = arg_after(eargs, "--initial-cluster") or ""
                 for i in range(n):

@@ -269,3 +269,40 @@ fn attend(q: &[f32], keys: &[&[f32]], scale: f32, sink: f32, out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexer_selects_only_visible_entries_and_ignores_the_future() {
+        let cfg = crate::gen::preset("tiny").unwrap();
+        let (hi, di) = (cfg.index_n_heads, cfg.index_head_dim);
+        let q: Vec<f32> = (0..hi * di).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..hi).map(|h| 0.5 + h as f32 * 0.1).collect();
+        let n_entries = 20;
+        let keys: Vec<f32> = (0..n_entries * di).map(|i| ((i as f32) * 0.11).cos()).collect();
+        for n_vis in 0..=n_entries {
+            let sel = select(&cfg, &q, &w, &keys, n_vis);
+            assert_eq!(sel.len(), n_vis.min(cfg.index_topk), "n_vis {n_vis}");
+            assert!(sel.iter().all(|&e| (0..n_vis as i64).contains(&e)), "n_vis {n_vis}: {sel:?}");
+            assert!(sel.windows(2).all(|p| p[0] < p[1]), "ascending and distinct");
+            // Entries past the visible ones (the future) cannot change the choice.
+            let mut future = keys[..n_vis * di].to_vec();
+            future.extend(std::iter::repeat_n(100.0, (n_entries - n_vis) * di));
+            assert_eq!(select(&cfg, &q, &w, &future, n_vis), sel);
+        }
+    }
+
+    #[test]
+    fn causality_threshold_is_floor_of_p_plus_one_over_ratio() {
+        // Query p sees entry w iff w < floor((p+1)/m): the entry's last source token is <= p.
+        let m = 4;
+        for p in 0..40usize {
+            let n_vis = (p + 1).checked_div(m).unwrap_or(0);
+            for w in 0..12usize {
+                assert_eq!(w < n_vis, w * m + m - 1 <= p, "p {p} entry {w}");
+            }
+        }
+    }
+}
