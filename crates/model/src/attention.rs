@@ -293,16 +293,4 @@ mod tests {
             assert_eq!(select(&cfg, &q, &w, &future, n_vis), sel);
         }
     }
-
-    #[test]
-    fn causality_threshold_is_floor_of_p_plus_one_over_ratio() {
-        // Query p sees entry w iff w < floor((p+1)/m): the entry's last source token is <= p.
-        let m = 4;
-        for p in 0..40usize {
-            let n_vis = (p + 1).checked_div(m).unwrap_or(0);
-            for w in 0..12usize {
-                assert_eq!(w < n_vis, w * m + m - 1 <= p, "p {p} entry {w}");
-            }
-        }
-    }
 }
