@@ -132,3 +132,23 @@ fn chat_template_prints_exactly_the_prompt_for_every_vector() {
         assert_eq!(String::from_utf8(o.stdout).unwrap(), vec["expected_prompt"].as_str().unwrap(), "{}", vec["name"]);
     }
 }
+
+#[test]
+fn up_generates_through_a_cluster_exactly_like_one_process() {
+    let models = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = emesh().args(args).env("EMESH_MODELS_DIR", models.path()).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        json(&o)
+    };
+    let prompt = ["--preset", "tiny", "--prompt-ids", "5,6,7,8", "--max-tokens", "6"];
+    let up = run(&[&["up", "--workers", "3"][..], &prompt[..]].concat());
+    assert_eq!(up["workers"], 3);
+    assert_eq!(up["dp"], 3);
+    assert_eq!(up["tokens"].as_array().unwrap().len(), 6);
+    assert_eq!(up["weight_bytes_per_rank"].as_array().unwrap().len(), 3);
+    let single = run(&[&["generate"][..], &prompt[..]].concat());
+    assert_eq!(up["tokens"], single["tokens"], "the cluster must generate what one process does");
+    let tp = run(&[&["up", "--workers", "2", "--tp", "2", "--concurrency", "3"][..], &prompt[..]].concat());
+    assert_eq!(tp["tokens"], single["tokens"]);
+}
