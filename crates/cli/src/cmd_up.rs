@@ -1,8 +1,7 @@
 use crate::local_cluster::{runtime, LocalWorkers};
 use anyhow::{bail, Context, Result};
 use emesh_common::ModelConfig;
-use emesh_coordinator::{Cluster, ClusterOptions, GroupBatch, SeqStep};
-use emesh_wire::pb::LogitsMode;
+use emesh_coordinator::{Batcher, Cluster, ClusterOptions, Request};
 use emesh_worker::WorkerConfig;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -117,38 +116,26 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         addrs.join(", "),
         cluster.weight_bytes.iter().map(|b| b >> 20).collect::<Vec<_>>()
     );
-    // The demo generation: `concurrency` copies of the prompt, greedy, stepped together.
-    let ids: Vec<u64> = (0..a.concurrency as u64).collect();
-    let mut generated: Vec<Vec<u32>> = vec![vec![]; ids.len()];
-    let mut pos = vec![0u64; ids.len()];
-    let mut next: Vec<Vec<u32>> = vec![prompt.clone(); ids.len()];
+    // The demo generation: `concurrency` copies of the prompt through the batcher.
+    let mut batcher = Batcher::new(a.concurrency.div_ceil(dp).max(1));
+    for _ in 0..a.concurrency {
+        batcher.submit(Request { prompt: prompt.clone(), max_tokens: a.max_tokens, stop_token: None })?;
+    }
     let (mut prefill_s, mut decode_s) = (0.0, 0.0);
-    for k in 0..a.max_tokens {
-        let mut groups: Vec<GroupBatch> = vec![vec![]; dp];
-        for (i, &id) in ids.iter().enumerate() {
-            groups[(id as usize) % dp].push(SeqStep {
-                id,
-                tokens: next[i].clone(),
-                pos: pos[i],
-                logits: LogitsMode::LogitsLast,
-                greedy: true,
-            });
-            pos[i] += next[i].len() as u64;
-        }
+    let mut finished = Vec::new();
+    let mut first = true;
+    while !batcher.is_idle() {
         let t = Instant::now();
-        let out = rt.block_on(cluster.step(groups, vec![]))?;
-        if k == 0 {
+        finished.extend(rt.block_on(batcher.step(&mut cluster))?);
+        if first {
             prefill_s = t.elapsed().as_secs_f64();
+            first = false;
         } else {
             decode_s += t.elapsed().as_secs_f64();
         }
-        for o in out {
-            let i = o.id as usize;
-            let tok = o.token.ok_or_else(|| anyhow::anyhow!("sequence {} came back without a token", o.id))?;
-            generated[i].push(tok);
-            next[i] = vec![tok];
-        }
     }
+    finished.sort_by_key(|f| f.id);
+    let generated: Vec<Vec<u32>> = finished.iter().map(|f| f.tokens.clone()).collect();
     let text = tokenizer.as_ref().map(|t| t.decode(&generated[0], false)).transpose()?;
     println!(
         "{}",

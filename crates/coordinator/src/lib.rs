@@ -5,6 +5,8 @@
 //! sends every step to every rank (an empty batch still takes part in each exchange),
 //! collecting logits from each data-parallel group's first rank.
 
+mod batcher;
 mod cluster;
 
+pub use batcher::{Batcher, Finished, Request};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};

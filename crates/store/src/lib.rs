@@ -2,12 +2,14 @@
 //!
 //! Keys follow one prefix per cluster (`/emesh/<cluster>/`): `workers/<id>`, `placement`
 //! (written by compare-and-swap on its epoch), `ready/<epoch>/<worker>`. The trait has an
-//! in-memory backend ([`MemoryStore`], for `emesh up` and tests) and, next, etcd; both must pass
-//! [`conformance::run`].
+//! in-memory backend ([`MemoryStore`], for `emesh up` and tests) and an etcd one ([`EtcdStore`],
+//! what a real cluster shares); both must pass [`conformance::run`].
 
 pub mod conformance;
+mod etcd;
 mod memory;
 
+pub use etcd::{EtcdStore, LeaseHandle};
 pub use memory::MemoryStore;
 
 use emesh_common::Epoch;
