@@ -150,9 +150,7 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
     );
     if a.keep_running {
         eprintln!("serving; Ctrl-C to stop");
-        rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        rt.block_on(crate::cmd_worker::shutdown_signal());
     }
     Ok(0)
 }

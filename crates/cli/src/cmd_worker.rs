@@ -23,6 +23,22 @@ pub struct Args {
     exchange_timeout: u64,
 }
 
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// Serves until interrupted; prints `{"listening": ADDR}` once bound.
 pub fn run(a: Args) -> Result<i32> {
     let rt = crate::local_cluster::runtime()?;
@@ -37,9 +53,7 @@ pub fn run(a: Args) -> Result<i32> {
         cfg,
         a.listen,
         |addr| println!("{}", serde_json::json!({ "listening": addr.to_string() })),
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        shutdown_signal(),
     ))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(0)

@@ -284,9 +284,6 @@ impl PlacementStore for EtcdStore {
             TxnOp::delete(ready_from, Some(DeleteOptions::new().with_range(ready_to))),
         ]);
         let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable("put placement", e))?;
-        if !resp.succeeded() {
-            eprintln!("TXN-LOST");
-        }
         Ok(resp.succeeded())
     }
 
