@@ -6,9 +6,11 @@
 //! what a real cluster shares); both must pass [`conformance::run`].
 
 pub mod conformance;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod memory;
 
+#[cfg(feature = "etcd")]
 pub use etcd::{EtcdStore, LeaseHandle};
 pub use memory::MemoryStore;
 
