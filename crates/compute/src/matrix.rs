@@ -53,14 +53,35 @@ pub enum Weight {
     },
 }
 
+/// Asks the kernel for transparent huge pages on a large weight buffer: a decode step streams
+/// every weight once, and 2 MiB pages cut the TLB misses of that stream. Advisory only.
+fn advise_huge<T>(data: &[T]) {
+    let bytes = std::mem::size_of_val(data);
+    if bytes < 4 << 20 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: madvise only reads the range, which belongs to `data`; failure is harmless.
+    unsafe {
+        let page = 4096usize;
+        let start = (data.as_ptr() as usize).div_ceil(page) * page;
+        let end = (data.as_ptr() as usize + bytes) / page * page;
+        if end > start {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 impl Weight {
     pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self, WeightError> {
         check("f32 data", rows * cols, data.len())?;
+        advise_huge(&data);
         Ok(Weight::F32 { rows, cols, data })
     }
 
     pub fn bf16(rows: usize, cols: usize, data: Vec<u16>) -> Result<Self, WeightError> {
         check("bf16 data", rows * cols, data.len())?;
+        advise_huge(&data);
         Ok(Weight::Bf16 { rows, cols, data })
     }
 
@@ -72,6 +93,7 @@ impl Weight {
             return Err(WeightError::Layout(format!("fp8 value {i} is a NaN code ({:#04x})", data[i])));
         }
         nan_scale(&scales)?;
+        advise_huge(&data);
         Ok(Weight::Fp8 { rows, cols, data, scales, scale_cols, row0: 0, col0: 0 })
     }
 
@@ -82,6 +104,7 @@ impl Weight {
         check("fp4 packed data", rows * cols / 2, data.len())?;
         check("fp4 scales", rows * cols.div_ceil(32), scales.len())?;
         nan_scale(&scales)?;
+        advise_huge(&data);
         Ok(Weight::Fp4 { rows, cols, data, scales })
     }
 
