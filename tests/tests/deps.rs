@@ -32,8 +32,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "emesh-coordinator",
                 "emesh-wire",
                 "emesh-store",
+                "emesh-server",
             ][..],
         ),
+        ("emesh-server", &["emesh-common", "emesh-chat", "emesh-coordinator"][..]),
         ("emesh-tests", &["emesh-common", "emesh-compute", "emesh-model"][..]),
         // Benchmarks measure every layer.
         (

@@ -49,6 +49,13 @@ pub struct DriveArgs {
     /// Dispatch payload: f32 (exact), bf16 or fp8.
     #[arg(long, default_value = "f32")]
     dispatch_dtype: String,
+    /// Serve the OpenAI-compatible HTTP API on this address (port 0: any) until interrupted,
+    /// instead of the demo generation. Prints `{"http": ADDR}` once bound.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// Requests that may wait for a free slot before new ones get 429.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
     /// Stay up after the demo generation until interrupted.
     #[arg(long)]
     keep_running: bool,
@@ -85,17 +92,6 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         p if p.exists() => Some(emesh_chat::Tokenizer::from_file(&p)?),
         _ => None,
     };
-    let prompt: Vec<u32> = match (&a.prompt_ids, &tokenizer) {
-        (Some(ids), _) => ids
-            .split(',')
-            .map(|s| s.trim().parse::<u32>().with_context(|| format!("--prompt-ids: `{s}` is not a token id")))
-            .collect::<Result<_>>()?,
-        (None, Some(t)) => t.encode(&a.prompt)?,
-        (None, None) => bail!("{} has no tokenizer.json: use --prompt-ids", model.display()),
-    };
-    if prompt.is_empty() {
-        bail!("the prompt is empty");
-    }
     let t0 = Instant::now();
     let opts = ClusterOptions {
         tp: a.tp,
@@ -116,6 +112,20 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         addrs.join(", "),
         cluster.weight_bytes.iter().map(|b| b >> 20).collect::<Vec<_>>()
     );
+    if let Some(addr) = a.http {
+        return serve_http(rt, cluster, &model, tokenizer, addr, a);
+    }
+    let prompt: Vec<u32> = match (&a.prompt_ids, &tokenizer) {
+        (Some(ids), _) => ids
+            .split(',')
+            .map(|s| s.trim().parse::<u32>().with_context(|| format!("--prompt-ids: `{s}` is not a token id")))
+            .collect::<Result<_>>()?,
+        (None, Some(t)) => t.encode(&a.prompt)?,
+        (None, None) => bail!("{} has no tokenizer.json: use --prompt-ids", model.display()),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
     // The demo generation: `concurrency` copies of the prompt through the batcher.
     let mut batcher = Batcher::new(a.concurrency.div_ceil(dp).max(1));
     for _ in 0..a.concurrency {
@@ -152,5 +162,45 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         eprintln!("serving; Ctrl-C to stop");
         rt.block_on(crate::cmd_worker::shutdown_signal());
     }
+    Ok(0)
+}
+
+/// Serves the HTTP API over `cluster` until Ctrl-C or SIGTERM.
+fn serve_http(
+    rt: &tokio::runtime::Runtime,
+    cluster: Cluster,
+    model: &std::path::Path,
+    tokenizer: Option<emesh_chat::Tokenizer>,
+    addr: std::net::SocketAddr,
+    a: &DriveArgs,
+) -> Result<i32> {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let cfg = cluster.config.clone();
+    let name = std::fs::canonicalize(model)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "emesh".into());
+    let (tx, rx) = tokio::sync::mpsc::channel(a.max_queue.max(1));
+    let batcher = Batcher::new(a.concurrency.max(8));
+    rt.spawn(emesh_server::engine_loop(cluster, batcher, rx));
+    let state = emesh_server::AppState {
+        model: name,
+        tokenizer: tokenizer.map(Arc::new),
+        jobs: tx,
+        ready: Arc::new(AtomicBool::new(true)),
+        max_context: cfg.max_position_embeddings,
+        vocab: cfg.vocab_size,
+        eos: cfg.eos_token_id,
+        ids: Arc::new(AtomicU64::new(0)),
+    };
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("{}", serde_json::json!({ "http": listener.local_addr()?.to_string() }));
+        axum::serve(listener, emesh_server::router(state))
+            .with_graceful_shutdown(crate::cmd_worker::shutdown_signal())
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(0)
 }
