@@ -321,29 +321,39 @@ pub(crate) fn dump_py(v: &PyValue, out: &mut String) {
         PyValue::Int(d) => out.push_str(d),
         PyValue::Float(f) => dump_float(*f, out),
         PyValue::Str(s) => dump_str(s, out),
-        PyValue::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump_py(item, out);
-            }
-            out.push(']');
-        }
-        PyValue::Object(items) => {
-            out.push('{');
-            for (i, (k, item)) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump_str(k, out);
-                out.push_str(": ");
-                dump_py(item, out);
-            }
-            out.push('}');
-        }
+        PyValue::Array(items) => dump_array(items, out, dump_py),
+        PyValue::Object(items) => dump_object(items.iter().map(|(k, v)| (k.as_str(), v)), out, dump_py),
     }
+}
+
+/// `[a, b]` with Python's separators.
+fn dump_array<T>(items: &[T], out: &mut String, item: fn(&T, &mut String)) {
+    out.push('[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        item(v, out);
+    }
+    out.push(']');
+}
+
+/// `{"k": v}` with Python's separators, keys in the given order.
+fn dump_object<'a, T: 'a>(
+    entries: impl Iterator<Item = (&'a str, &'a T)>,
+    out: &mut String,
+    item: fn(&T, &mut String),
+) {
+    out.push('{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        dump_str(k, out);
+        out.push_str(": ");
+        item(v, out);
+    }
+    out.push('}');
 }
 
 /// `json.dumps(v, ensure_ascii=False)` for a `serde_json::Value` (keys in their stored order).
@@ -359,28 +369,8 @@ pub(crate) fn dump_value(v: &Value, out: &mut String) {
             }
         }
         Value::String(s) => dump_str(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump_value(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump_str(k, out);
-                out.push_str(": ");
-                dump_value(item, out);
-            }
-            out.push('}');
-        }
+        Value::Array(items) => dump_array(items, out, dump_value),
+        Value::Object(map) => dump_object(map.iter().map(|(k, v)| (k.as_str(), v)), out, dump_value),
     }
 }
 
