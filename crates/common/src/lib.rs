@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod ids;
+pub mod metrics;
 pub mod names;
 
 pub use config::{AttnKind, ConfigError, ModelConfig, MoeKind, RopeConfig, YarnConfig};
