@@ -15,7 +15,15 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("emesh-wire", &["emesh-common", "emesh-comm"][..]),
         (
             "emesh-worker",
-            &["emesh-common", "emesh-compute", "emesh-model", "emesh-comm", "emesh-placement", "emesh-wire"][..],
+            &[
+                "emesh-common",
+                "emesh-compute",
+                "emesh-model",
+                "emesh-comm",
+                "emesh-placement",
+                "emesh-wire",
+                "emesh-store",
+            ][..],
         ),
         // The coordinator never touches model weights or math.
         ("emesh-coordinator", &["emesh-common", "emesh-placement", "emesh-store", "emesh-wire"][..]),

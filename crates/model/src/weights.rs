@@ -473,3 +473,21 @@ impl ModelWeights {
         b
     }
 }
+
+/// Reads only the routed experts `(layer, expert)` listed (what a rank adds to its shard after a
+/// failure), in parallel, validating each like [`load`].
+pub fn load_experts(cfg: &ModelConfig, ck: &Checkpoint, wanted: &[(usize, u32)]) -> Result<Vec<ExpertWeights>> {
+    let t = Tensors { ck, bar: None };
+    wanted
+        .par_iter()
+        .map(|&(layer, e)| {
+            if layer >= cfg.num_layers || e as usize >= cfg.n_routed_experts {
+                return Err(ModelError::Invalid(format!(
+                    "expert {e} of layer {layer} asked for; the model has {} layers of {} experts",
+                    cfg.num_layers, cfg.n_routed_experts
+                )));
+            }
+            t.expert(&format!("layers.{layer}.ffn.experts.{e}"), cfg.hidden_size, cfg.moe_intermediate_size)
+        })
+        .collect()
+}

@@ -9,9 +9,11 @@
 //!   renewing it;
 //! - `placement`: `{"epoch": N, "plan_json": "..."}`, written only by [`PlacementStore::put_placement`];
 //! - `ready/<epoch, 20 digits>/<worker>`: the epoch is zero-padded so that etcd's byte order is
-//!   the numeric order, which lets one range delete drop the readiness of every older epoch.
+//!   the numeric order, which lets one range delete drop the readiness of every older epoch;
+//! - `leader`: the id of the coordinator that leads, attached to its lease and taken only by a
+//!   transaction that checks the key does not exist.
 
-use crate::{PlacementStore, StoreError, StoredPlacement, WorkerRecord};
+use crate::{Lease, PlacementStore, StoreError, StoredPlacement, WorkerRecord};
 use emesh_common::Epoch;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, LeaseClient, LeaseKeepAliveStream,
@@ -81,6 +83,10 @@ impl EtcdStore {
 
     fn worker_key(&self, id: &str) -> String {
         format!("{}workers/{id}", self.prefix)
+    }
+
+    fn leader_key(&self) -> String {
+        format!("{}leader", self.prefix)
     }
 
     fn placement_key(&self) -> String {
@@ -318,5 +324,88 @@ impl PlacementStore for EtcdStore {
                     .ok_or_else(|| StoreError::Invalid(format!("{key} is not under {prefix}")))
             })
             .collect()
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        let secs = ttl.as_millis().div_ceil(1000) as i64;
+        if secs <= 0 {
+            return Err(StoreError::Invalid("lease ttl must be positive".into()));
+        }
+        let grant =
+            self.client.lease_client().grant(secs, None).await.map_err(|e| self.unavailable("grant lease", e))?;
+        Ok(Lease { id: grant.id(), ttl: Duration::from_secs(grant.ttl().max(0) as u64) })
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        let mut leases = self.client.lease_client();
+        // Opening the stream sends one renewal and reads its answer: a lease with no TTL left
+        // comes back as an error.
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, leases.keep_alive(lease)).await;
+        match opened {
+            Err(_) => {
+                Err(StoreError::Unavailable(format!("etcd at {}: keep alive: no answer in time", self.endpoints)))
+            }
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.to_string().contains("lease not found") => Ok(false),
+            Ok(Err(e)) => Err(self.unavailable("keep alive", e)),
+        }
+    }
+
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            // Already gone is what revoking asks for.
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(self.unavailable("revoke", e)),
+        }
+    }
+
+    async fn register_worker_leased(&self, w: WorkerRecord, lease: i64) -> Result<(), StoreError> {
+        let value = Self::worker_value(&w)?;
+        match self
+            .client
+            .kv_client()
+            .put(self.worker_key(&w.id), value, Some(PutOptions::new().with_lease(lease)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("lease not found") => {
+                Err(StoreError::Invalid(format!("lease {lease:x} has expired or does not exist")))
+            }
+            Err(e) => Err(self.unavailable(&format!("put worker {}", w.id), e)),
+        }
+    }
+
+    async fn campaign(&self, id: &str, lease: i64) -> Result<bool, StoreError> {
+        if id.is_empty() {
+            return Err(StoreError::Invalid("candidate id is empty".into()));
+        }
+        let key = self.leader_key();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), id, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = match self.client.kv_client().txn(txn).await {
+            Ok(r) => r,
+            Err(e) if e.to_string().contains("lease not found") => {
+                return Err(StoreError::Invalid(format!("lease {lease:x} has expired or does not exist")))
+            }
+            Err(e) => return Err(self.unavailable("campaign", e)),
+        };
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        let holder = resp.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        Ok(holder.is_some_and(|h| h == id.as_bytes()))
+    }
+
+    async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let key = self.leader_key();
+        let resp =
+            self.client.kv_client().get(key.as_str(), None).await.map_err(|e| self.unavailable("get leader", e))?;
+        Ok(resp.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 }

@@ -1,7 +1,9 @@
 //! The placement store: the worker registry, the placement with its epoch, readiness per epoch.
 //!
-//! Keys follow one prefix per cluster (`/emesh/<cluster>/`): `workers/<id>`, `placement`
-//! (written by compare-and-swap on its epoch), `ready/<epoch>/<worker>`. The trait has an
+//! Keys follow one prefix per cluster (`/emesh/<cluster>/`): `workers/<id>` (attached to the
+//! worker's lease, so it vanishes when the worker stops renewing it), `placement` (written by
+//! compare-and-swap on its epoch), `ready/<epoch>/<worker>`, and `leader` (the coordinator
+//! election, attached to the leader's lease). The trait has an
 //! in-memory backend ([`MemoryStore`], for `emesh up` and tests) and an etcd one ([`EtcdStore`],
 //! what a real cluster shares); both must pass [`conformance::run`].
 
@@ -9,6 +11,9 @@ pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod memory;
+
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdStore, LeaseHandle};
@@ -33,6 +38,14 @@ pub struct WorkerRecord {
     pub memory_budget: u64,
 }
 
+/// A lease: records attached to it vanish when it is not renewed within its TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// The TTL granted (a backend may raise a too short one).
+    pub ttl: std::time::Duration,
+}
+
 /// The placement as stored: its epoch and the plan (JSON of `emesh_placement::Plan`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPlacement {
@@ -55,4 +68,19 @@ pub trait PlacementStore: Send + Sync {
     async fn set_ready(&self, epoch: Epoch, worker: &str) -> Result<(), StoreError>;
     /// Workers ready for `epoch`, by id.
     async fn ready(&self, epoch: Epoch) -> Result<Vec<String>, StoreError>;
+
+    /// Grants a lease of at least `ttl`.
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<Lease, StoreError>;
+    /// Renews `lease` once. `Ok(false)` when it has expired or was revoked (its records are gone);
+    /// `Err` when the store cannot be reached (the lease may well still be alive).
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError>;
+    /// Revokes `lease`: its records are deleted at once.
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError>;
+    /// Adds or replaces a worker's record, attached to `lease`.
+    async fn register_worker_leased(&self, w: WorkerRecord, lease: i64) -> Result<(), StoreError>;
+    /// Takes the `leader` key for `id` if nobody holds it (attached to `lease`). Returns whether
+    /// `id` is the leader now (also when it already was).
+    async fn campaign(&self, id: &str, lease: i64) -> Result<bool, StoreError>;
+    /// The current leader's id.
+    async fn leader(&self) -> Result<Option<String>, StoreError>;
 }

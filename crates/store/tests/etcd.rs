@@ -7,134 +7,22 @@
 
 #![cfg(feature = "etcd")]
 
-use emesh_common::names::ENV_REQUIRE_ETCD;
 use emesh_common::Epoch;
+use emesh_store::etcd_server::{free_port, unique_prefix, EtcdServer};
 use emesh_store::{EtcdStore, PlacementStore, StoreError, StoredPlacement, WorkerRecord};
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// How long a started etcd has to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-static UNIQUE: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test of any process uses: pid, time, counter.
-fn unique(what: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{what}-{}-{nanos}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
+async fn etcd_or_skip(test: &str) -> Option<Etcd> {
+    EtcdServer::start_or_skip(test).await.map(Etcd)
 }
 
-fn unique_prefix() -> String {
-    format!("/emesh/{}/", unique("test"))
-}
-
-/// A running etcd; killed, and its data folder removed, on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+struct Etcd(EtcdServer);
 
 impl Etcd {
-    fn endpoints(&self) -> Vec<String> {
-        vec![self.endpoint.clone()]
-    }
-
     async fn store(&self, prefix: &str) -> EtcdStore {
-        match EtcdStore::connect(&self.endpoints(), prefix).await {
+        match self.0.store(prefix).await {
             Ok(s) => s,
-            Err(e) => panic!("connecting to the test etcd at {}: {e}", self.endpoint),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
-    }
-}
-
-fn find_etcd() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    l.local_addr().expect("local address").port()
-}
-
-/// Starts etcd, or returns `None` (after saying so) when it is not installed and not required.
-async fn etcd_or_skip(test: &str) -> Option<Etcd> {
-    let Some(bin) = find_etcd() else {
-        let required = std::env::var(ENV_REQUIRE_ETCD).is_ok_and(|v| v == "1");
-        assert!(!required, "etcd not found on PATH; install etcd-server ({ENV_REQUIRE_ETCD}=1 is set, so this fails instead of skipping)");
-        // Straight to stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: etcd not found on PATH ({test}); install etcd-server, or set {ENV_REQUIRE_ETCD}=1 to fail instead"
-        );
-        return None;
-    };
-    // Free ports can be taken between picking and binding them: try a few times.
-    let mut last = String::new();
-    for _ in 0..3 {
-        match start(&bin).await {
-            Ok(etcd) => return Some(etcd),
-            Err(e) => last = e,
-        }
-    }
-    panic!("could not start {}: {last}", bin.display());
-}
-
-async fn start(bin: &Path) -> Result<Etcd, String> {
-    let dir = std::env::temp_dir().join(unique("emesh-etcd"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| format!("creating the log: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| format!("cloning the log: {e}"))?;
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(bin)
-        .arg("--name=emesh-test")
-        .arg(format!("--data-dir={}", dir.join("data").display()))
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=emesh-test={peer_url}"))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| format!("spawning: {e}"))?;
-    let mut etcd = Etcd { child, dir, endpoint: client_url };
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = etcd.child.try_wait() {
-            return Err(format!("etcd exited with {status}; its log:\n{}", etcd.log()));
-        }
-        match EtcdStore::connect(&etcd.endpoints(), "/emesh/probe/").await {
-            Ok(_) => return Ok(etcd),
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!("no answer within {START_TIMEOUT:?}: {e}; its log:\n{}", etcd.log()))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("connecting to the test etcd at {}: {e}", self.0.endpoint()),
         }
     }
 }
