@@ -19,6 +19,13 @@ pub enum ClusterError {
     Store(#[from] emesh_store::StoreError),
     #[error("{0}")]
     Invalid(String),
+    /// The survivors cannot serve the model (the reason says why); serving stops until a worker
+    /// joins.
+    #[error("degraded: {0}")]
+    Degraded(String),
+    /// Another coordinator published a newer placement: this one no longer leads.
+    #[error("placement lost: {0}")]
+    LostPlacement(String),
 }
 
 /// One sequence's part of a step, as the coordinator sends it.
@@ -71,20 +78,23 @@ impl Default for ClusterOptions {
 }
 
 pub struct Cluster {
-    addrs: Vec<String>,
-    clients: Vec<WorkerClient<Channel>>,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) clients: Vec<WorkerClient<Channel>>,
+    /// Worker id of each rank.
+    pub(crate) ids: Vec<String>,
     pub plan: Plan,
     pub config: ModelConfig,
-    step: u64,
+    pub(crate) opts: ClusterOptions,
+    pub(crate) step: u64,
     /// Weight bytes each rank loaded.
     pub weight_bytes: Vec<u64>,
 }
 
-fn werr(addr: &str, e: impl std::fmt::Display) -> ClusterError {
+pub(crate) fn werr(addr: &str, e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Worker { addr: addr.to_string(), reason: e.to_string() }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<WorkerClient<Channel>, ClusterError> {
+pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<WorkerClient<Channel>, ClusterError> {
     let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
     let until = std::time::Instant::now() + timeout;
     loop {
@@ -131,6 +141,7 @@ impl Cluster {
         let healths =
             join_all(clients.iter().cloned().map(|mut c| async move { c.health(pb::HealthRequest {}).await })).await;
         let mut workers = Vec::new();
+        let registered = store.workers().await?;
         let mut epoch = 0;
         for (i, (h, a)) in healths.into_iter().zip(addrs).enumerate() {
             let h = h.map_err(|s| werr(a, s.message()))?.into_inner();
@@ -141,7 +152,10 @@ impl Cluster {
             } else {
                 h.worker_id
             };
-            store.register_worker(WorkerRecord { id: id.clone(), addr: a.clone(), memory_budget: budget }).await?;
+            // A worker that registered itself (with its lease) keeps its record.
+            if !registered.iter().any(|w| w.id == id) {
+                store.register_worker(WorkerRecord { id: id.clone(), addr: a.clone(), memory_budget: budget }).await?;
+            }
             workers.push(WorkerSpec { id, budget_bytes: budget });
         }
         let stored = store.placement().await?;
@@ -166,12 +180,33 @@ impl Cluster {
                 plan.epoch.0
             )));
         }
-        let loads = join_all(clients.iter().cloned().enumerate().map(|(r, mut c)| {
+        let ids: Vec<String> = plan.ranks.iter().map(|r| r.worker.clone()).collect();
+        let mut cluster = Cluster {
+            addrs: addrs.to_vec(),
+            clients,
+            ids,
+            plan,
+            config,
+            opts: opts.clone(),
+            step: 0,
+            weight_bytes: vec![],
+        };
+        let loads = cluster.load_all(&plan_json).await?;
+        cluster.weight_bytes = loads.iter().map(|l| l.weight_bytes).collect();
+        cluster.mark_ready(store).await?;
+        Ok(cluster)
+    }
+
+    /// Has every rank load its part of `self.plan` (serialized as `plan_json`) and connect to
+    /// its peers.
+    pub(crate) async fn load_all(&self, plan_json: &str) -> Result<Vec<pb::LoadResponse>, ClusterError> {
+        let opts = &self.opts;
+        let loads = join_all(self.clients.iter().cloned().enumerate().map(|(r, mut c)| {
             let req = pb::LoadRequest {
-                epoch: plan.epoch.0,
+                epoch: self.plan.epoch.0,
                 rank: r as u32,
-                plan_json: plan_json.clone(),
-                peer_addrs: addrs.to_vec(),
+                plan_json: plan_json.to_string(),
+                peer_addrs: self.addrs.clone(),
                 model_dir: opts.model_dir.clone(),
                 numerics: opts.numerics.clone(),
                 dispatch_dtype: opts.dispatch_dtype.clone(),
@@ -179,21 +214,29 @@ impl Cluster {
             async move { c.load(req).await }
         }))
         .await;
-        let mut weight_bytes = Vec::new();
-        for ((l, a), rp) in loads.into_iter().zip(addrs).zip(&plan.ranks) {
-            weight_bytes.push(l.map_err(|s| werr(a, s.message()))?.into_inner().weight_bytes);
-            store.set_ready(plan.epoch, &rp.worker).await?;
+        loads
+            .into_iter()
+            .zip(&self.addrs)
+            .map(|(l, a)| l.map(|r| r.into_inner()).map_err(|s| werr(a, s.message())))
+            .collect()
+    }
+
+    /// Records every rank ready for the current epoch and checks the store agrees.
+    pub(crate) async fn mark_ready(&self, store: &dyn PlacementStore) -> Result<(), ClusterError> {
+        for rp in &self.plan.ranks {
+            store.set_ready(self.plan.epoch, &rp.worker).await?;
         }
-        let ready = store.ready(plan.epoch).await?;
-        if ready.len() != plan.ranks.len() {
+        let ready = store.ready(self.plan.epoch).await?;
+        if ready.len() != self.plan.ranks.len() {
             return Err(ClusterError::Invalid(format!(
                 "{} of {} ranks ready for epoch {}",
                 ready.len(),
-                plan.ranks.len(),
-                plan.epoch.0
+                self.plan.ranks.len(),
+                self.plan.epoch.0
             )));
         }
-        Ok(Cluster { addrs: addrs.to_vec(), clients, plan, config, step: 0, weight_bytes })
+        Ok(())
+
     }
 
     pub fn dp(&self) -> usize {
@@ -239,6 +282,9 @@ impl Cluster {
         let mut logits = Vec::new();
         for (o, a) in outs.into_iter().zip(&self.addrs) {
             let o = o.map_err(|s| werr(a, s.message()))?.into_inner();
+            if o.epoch != self.plan.epoch.0 {
+                return Err(werr(a, format!("answered for epoch {}, the step was for {}", o.epoch, self.plan.epoch.0)));
+            }
             for r in o.results {
                 logits.push(SeqOutput {
                     id: r.id,

@@ -7,6 +7,9 @@
 
 mod batcher;
 mod cluster;
+mod failover;
+pub mod leader;
 
 pub use batcher::{Batcher, Finished, Request};
+pub use failover::{Probe, Recovery, HEALTH_TIMEOUT};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};

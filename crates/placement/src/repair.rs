@@ -89,3 +89,45 @@ impl Plan {
 fn next_most_free(ranks: &[crate::plan::RankPlan]) -> u64 {
     ranks.iter().map(|r| r.free_bytes()).max().unwrap_or(0)
 }
+
+impl Plan {
+    /// The next-epoch plan a running cluster switches to when `dead` ranks fail: every rank of
+    /// an attention group that lost a member leaves too (a group cannot run attention without
+    /// all its heads; its survivors become free workers), the experts are repaired as in
+    /// [`Plan::repair`], and the remaining ranks and groups are renumbered densely in their old
+    /// order, so the result is an ordinary plan (`ranks` = `0..world`, `dp` complete groups).
+    /// Returns the repair and, per new rank, the old rank it was.
+    pub fn repair_serving(&self, dead: &[Rank]) -> Result<(Repair, Vec<Rank>), PlanError> {
+        let dead: BTreeSet<Rank> = dead.iter().copied().collect();
+        if let Some(&r) = dead.iter().find(|&&r| self.rank(r).is_none()) {
+            return Err(PlanError::UnknownRank(r));
+        }
+        let broken: BTreeSet<usize> = self.ranks.iter().filter(|r| dead.contains(&r.rank)).map(|r| r.group).collect();
+        let leaving: Vec<Rank> = self.ranks.iter().filter(|r| broken.contains(&r.group)).map(|r| r.rank).collect();
+        let mut repair = self.repair(&leaving)?;
+        let old_ranks: Vec<Rank> = repair.plan.ranks.iter().map(|r| r.rank).collect();
+        let renumber = |r: Rank| old_ranks.binary_search(&r).map(|i| Rank(i as u32));
+        let groups: Vec<usize> = {
+            let mut g: Vec<usize> = repair.plan.ranks.iter().map(|r| r.group).collect();
+            g.dedup();
+            g
+        };
+        for rp in &mut repair.plan.ranks {
+            rp.rank = renumber(rp.rank).map_err(|_| PlanError::UnknownRank(rp.rank))?;
+            rp.group = groups.binary_search(&rp.group).map_err(|_| PlanError::UnknownRank(rp.rank))?;
+        }
+        for layer in &mut repair.plan.experts {
+            for homes in layer.iter_mut() {
+                for h in homes.iter_mut() {
+                    *h = renumber(*h).map_err(|_| PlanError::UnknownRank(*h))?;
+                }
+            }
+        }
+        for l in &mut repair.loads {
+            l.rank = renumber(l.rank).map_err(|_| PlanError::UnknownRank(l.rank))?;
+        }
+        repair.plan.dp = groups.len();
+        repair.plan.validate()?;
+        Ok((repair, old_ranks))
+    }
+}

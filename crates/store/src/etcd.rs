@@ -54,6 +54,17 @@ impl EtcdStore {
     /// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`) and checks that it answers.
     /// Every key is written under `prefix` (a `/` is appended when it lacks one).
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
+        Self::connect_with(&crate::EtcdOptions {
+            endpoints: endpoints.to_vec(),
+            prefix: prefix.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Connects with TLS and authentication as `o` says.
+    pub async fn connect_with(o: &crate::EtcdOptions) -> Result<EtcdStore, StoreError> {
+        let (endpoints, prefix) = (&o.endpoints, o.prefix.as_str());
         let joined = endpoints.join(",");
         if endpoints.is_empty() {
             return Err(StoreError::Unavailable("etcd: no endpoint given".into()));
@@ -62,7 +73,13 @@ impl EtcdStore {
             return Err(StoreError::Invalid("etcd key prefix is empty".into()));
         }
         let prefix = if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
-        let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
+        let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
+        if let Some(user) = &o.user {
+            options = options.with_user(user.clone(), o.password.clone().unwrap_or_default());
+        }
+        if o.ca.is_some() || o.cert.is_some() {
+            options = options.with_tls(tls_options(o)?);
+        }
         let mut client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|e| StoreError::Unavailable(format!("etcd at {joined}: connect: {e}")))?;
@@ -214,6 +231,28 @@ impl LeaseHandle {
         self.leases.revoke(id).await.map_err(|e| self.unavailable("revoke", e))?;
         Ok(())
     }
+}
+
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|e| StoreError::Invalid(format!("etcd {what} {}: {e}", path.display())))
+}
+
+fn tls_options(o: &crate::EtcdOptions) -> Result<etcd_client::TlsOptions, StoreError> {
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &o.ca {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_pem(ca, "CA file")?));
+    }
+    match (&o.cert, &o.key) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read_pem(c, "certificate")?,
+                read_pem(k, "key")?,
+            ))
+        }
+        (None, None) => {}
+        _ => return Err(StoreError::Invalid("etcd client TLS needs both a certificate and a key".into())),
+    }
+    Ok(tls)
 }
 
 /// A prefix range, explicitly sorted by key (etcd's default order, but the callers rely on it).

@@ -3,7 +3,8 @@
 //! [`EtcdServer::restart`] kills it and starts it again on the same ports and data, which is how
 //! the failover tests take etcd away for a while.
 
-use crate::{EtcdStore, StoreError};
+use crate::{connect_etcd, EtcdOptions, PlacementStore, StoreError};
+use std::sync::Arc;
 use emesh_common::names::ENV_REQUIRE_ETCD;
 use std::io::Write;
 use std::net::TcpListener;
@@ -75,10 +76,10 @@ impl EtcdServer {
     /// As [`EtcdServer::start_or_skip`], also listening on each of `extra_hosts` (e.g. the host
     /// end of a veth pair), same port.
     pub async fn start_or_skip_on(test: &str, extra_hosts: &[String]) -> Option<EtcdServer> {
-        let Some(bin) = find_etcd() else {
+        let Some(bin) = find_etcd().filter(|_| crate::HAS_ETCD) else {
             assert!(
                 !etcd_required(),
-                "etcd not found on PATH; install etcd-server ({ENV_REQUIRE_ETCD}=1 is set, so this fails instead of skipping)"
+                "etcd not found on PATH, or emesh-store built without the `etcd` feature; install etcd-server and build with `--features emesh-cli/etcd` ({ENV_REQUIRE_ETCD}=1 is set, so this fails instead of skipping)"
             );
             // Straight to stderr: libtest captures eprintln! of passing tests.
             let _ = writeln!(
@@ -137,7 +138,7 @@ impl EtcdServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Err(format!("etcd exited with {status}; its log:\n{}", self.log()));
             }
-            match EtcdStore::connect(&self.endpoints(), "/emesh/probe/").await {
+            match self.store("/emesh/probe/").await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!("no answer within {START_TIMEOUT:?}: {e}; its log:\n{}", self.log()))
@@ -173,8 +174,13 @@ impl EtcdServer {
     }
 
     /// A store on this server under `prefix`.
-    pub async fn store(&self, prefix: &str) -> Result<EtcdStore, StoreError> {
-        EtcdStore::connect(&self.endpoints()[..1], prefix).await
+    pub async fn store(&self, prefix: &str) -> Result<Arc<dyn PlacementStore>, StoreError> {
+        connect_etcd(&self.options(prefix)).await
+    }
+
+    /// How to reach this server (loopback) under `prefix`.
+    pub fn options(&self, prefix: &str) -> EtcdOptions {
+        EtcdOptions { endpoints: vec![self.endpoint().to_string()], prefix: prefix.to_string(), ..Default::default() }
     }
 
     pub fn log(&self) -> String {

@@ -12,7 +12,6 @@ pub mod conformance;
 mod etcd;
 mod memory;
 
-#[cfg(feature = "etcd")]
 pub mod etcd_server;
 
 #[cfg(feature = "etcd")]
@@ -21,6 +20,43 @@ pub use memory::MemoryStore;
 
 use emesh_common::Epoch;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Whether this build has the etcd backend (feature `etcd`).
+pub const HAS_ETCD: bool = cfg!(feature = "etcd");
+
+/// How to reach etcd.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdOptions {
+    /// `http://host:port` (or `https://` with TLS), several for a cluster.
+    pub endpoints: Vec<String>,
+    /// Every key lives under it (`/emesh/<cluster>/`).
+    pub prefix: String,
+    /// PEM CA bundle to verify the servers with; enables TLS.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key (mutual TLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// etcd authentication.
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Connects to etcd as `opts` says; an error names the endpoints, or says this build lacks etcd.
+pub async fn connect_etcd(opts: &EtcdOptions) -> Result<Arc<dyn PlacementStore>, StoreError> {
+    #[cfg(feature = "etcd")]
+    {
+        Ok(Arc::new(EtcdStore::connect_with(opts).await?))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        Err(StoreError::Unavailable(format!(
+            "etcd at {}: this emesh was built without etcd support (build with `--features etcd`)",
+            opts.endpoints.join(",")
+        )))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -20,7 +20,7 @@ struct Etcd(EtcdServer);
 
 impl Etcd {
     async fn store(&self, prefix: &str) -> EtcdStore {
-        match self.0.store(prefix).await {
+        match EtcdStore::connect(&self.0.endpoints()[..1], prefix).await {
             Ok(s) => s,
             Err(e) => panic!("connecting to the test etcd at {}: {e}", self.0.endpoint()),
         }

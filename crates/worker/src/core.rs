@@ -51,6 +51,8 @@ pub struct StepOutput {
 
 pub struct WorkerCore {
     pub rank: Rank,
+    /// The checkpoint folder the shard came from (a later epoch may reuse the shard).
+    pub model_dir: std::path::PathBuf,
     pub plan: Plan,
     pub engine: Engine,
     transport: Arc<dyn Transport>,
@@ -59,6 +61,17 @@ pub struct WorkerCore {
     position: usize,
     group_index: usize,
     pub dispatch_dtype: PayloadDtype,
+}
+
+/// What a [`WorkerCore::load_reusing`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// Whether the previous shard was kept (else everything was read).
+    pub reused: bool,
+    /// Routed experts read from the checkpoint (0 when nothing was reused: see `bytes`).
+    pub experts: u64,
+    /// Bytes read from the checkpoint.
+    pub bytes: u64,
 }
 
 /// The model shard a rank's plan asks for.
@@ -100,7 +113,84 @@ impl WorkerCore {
         }
         let w = weights::load(&cfg, &shard, &ck, progress)?;
         let engine = Engine::new(cfg, w, numerics);
-        Self::new(engine, plan, rank, transport)
+        let mut core = Self::new(engine, plan, rank, transport)?;
+        core.model_dir = model_dir.to_path_buf();
+        Ok(core)
+    }
+
+    /// Loads the shard of a new epoch, keeping what `old` already holds when the rank's
+    /// attention role (position, heads, output groups) is unchanged: then only the routed
+    /// experts it lacks are read from the checkpoint, and experts it no longer serves are
+    /// dropped. Otherwise the whole shard is read. Caches never carry over (the coordinator
+    /// re-prefills after a placement change).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_reusing(
+        old: Option<WorkerCore>,
+        model_dir: &Path,
+        plan: Plan,
+        rank: Rank,
+        transport: Arc<dyn Transport>,
+        numerics: Numerics,
+        memory_budget: Option<u64>,
+        progress: bool,
+    ) -> Result<(Self, Reload), WorkerError> {
+        let reusable = old.filter(|o| {
+            let (a, b) = (o.plan.rank(o.rank), plan.rank(rank));
+            o.model_dir == model_dir
+                && o.engine.numerics == numerics
+                && a.zip(b).is_some_and(|(a, b)| {
+                    (a.position, &a.heads, &a.out_groups) == (b.position, &b.heads, &b.out_groups)
+                })
+        });
+        let Some(old) = reusable else {
+            let core = Self::load(model_dir, plan, rank, transport, numerics, memory_budget, progress)?;
+            let bytes = core.weight_bytes() as u64;
+            return Ok((core, Reload { reused: false, experts: 0, bytes }));
+        };
+        let rp = plan.rank(rank).ok_or_else(|| WorkerError::Invalid(format!("{rank} is not in the placement")))?;
+        let mut engine = old.engine;
+        let cfg = engine.cfg.clone();
+        if rp.experts.len() != cfg.num_layers {
+            return Err(WorkerError::Invalid(format!(
+                "placement lists experts for {} layers, the model has {}",
+                rp.experts.len(),
+                cfg.num_layers
+            )));
+        }
+        let mut wanted = Vec::new();
+        for (li, held) in rp.experts.iter().enumerate() {
+            let layer = &mut engine.weights.layers[li].moe.experts;
+            let mut next: Vec<Option<weights::ExpertWeights>> = vec![None; layer.len()];
+            for e in held {
+                let i = e.index();
+                let slot = next.get_mut(i).ok_or_else(|| {
+                    WorkerError::Invalid(format!("placement asks for expert {i} of layer {li}; the model has fewer"))
+                })?;
+                match layer[i].take() {
+                    Some(w) => *slot = Some(w),
+                    None => wanted.push((li, e.0)),
+                }
+            }
+            *layer = next;
+        }
+        let mut bytes = 0u64;
+        if !wanted.is_empty() {
+            let ck = Checkpoint::open(model_dir)?;
+            let loaded = weights::load_experts(&cfg, &ck, &wanted)?;
+            for (&(li, e), w) in wanted.iter().zip(loaded) {
+                bytes += w.bytes() as u64;
+                engine.weights.layers[li].moe.experts[e as usize] = Some(w);
+            }
+        }
+        let total = engine.weights.bytes() as u64;
+        if let Some(budget) = memory_budget {
+            if total > budget {
+                return Err(WorkerError::Budget { rank, need: total, budget });
+            }
+        }
+        let mut core = Self::new(engine, plan, rank, transport)?;
+        core.model_dir = model_dir.to_path_buf();
+        Ok((core, Reload { reused: true, experts: wanted.len() as u64, bytes }))
     }
 
     pub fn new(engine: Engine, plan: Plan, rank: Rank, transport: Arc<dyn Transport>) -> Result<Self, WorkerError> {
@@ -112,6 +202,7 @@ impl WorkerCore {
         let group_index = rp.group;
         Ok(WorkerCore {
             rank,
+            model_dir: Default::default(),
             group: group.into_iter().map(|(_, r)| r).collect(),
             position,
             group_index,
@@ -133,6 +224,10 @@ impl WorkerCore {
 
     pub fn weight_bytes(&self) -> usize {
         self.engine.weights.bytes()
+    }
+
+    pub fn drop_caches(&mut self) {
+        self.caches.clear();
     }
 
     pub fn cached_sequences(&self) -> usize {

@@ -8,8 +8,10 @@
 
 pub mod cluster_comm;
 pub mod core;
+pub mod lease;
 mod msg;
 pub mod server;
 
 pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};
+pub use lease::Registration;
 pub use server::{run, serve, WorkerConfig};

@@ -1,6 +1,7 @@
 //! The worker as a gRPC server: `Worker` (load, step, health, drain) and `Exchange` (peers).
 
 use crate::core::{SeqWork, StepInput, WorkerCore};
+use crate::lease::{Fence, Registration};
 use emesh_comm::{PayloadDtype, Transport};
 use emesh_common::{Epoch, Rank};
 use emesh_model::{Logits, Numerics};
@@ -27,6 +28,8 @@ pub struct WorkerConfig {
     /// How long a collective waits for a peer.
     pub exchange_timeout: Duration,
     pub progress: bool,
+    /// Register in the placement store with a lease, and fence on losing it.
+    pub registration: Option<Registration>,
 }
 
 impl Default for WorkerConfig {
@@ -37,6 +40,7 @@ impl Default for WorkerConfig {
             model_dir: None,
             exchange_timeout: Duration::from_secs(60),
             progress: false,
+            registration: None,
         }
     }
 }
@@ -51,6 +55,12 @@ enum Phase {
 }
 
 impl Phase {
+    fn refuses_steps(self) -> bool {
+        self != Phase::Ready
+    }
+}
+
+impl Phase {
     fn name(self) -> &'static str {
         match self {
             Phase::Waiting => "waiting",
@@ -62,7 +72,8 @@ impl Phase {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
+    pub(crate) fence: Mutex<Fence>,
     cfg: WorkerConfig,
     slot: PeerSlot,
     core: Arc<Mutex<Option<WorkerCore>>>,
@@ -73,10 +84,10 @@ struct Inner {
 
 #[derive(Clone)]
 pub struct WorkerService {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -84,6 +95,7 @@ impl WorkerService {
     pub fn new(cfg: WorkerConfig) -> Self {
         WorkerService {
             inner: Arc::new(Inner {
+                fence: Mutex::new(Fence::new(cfg.registration.as_ref().map(|r| r.ttl))),
                 cfg,
                 slot: Arc::new(RwLock::new(None)),
                 core: Arc::new(Mutex::new(None)),
@@ -100,6 +112,31 @@ impl WorkerService {
 
     fn set_phase(&self, p: Phase) {
         *lock(&self.inner.phase) = p;
+    }
+
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.inner.cfg.worker_id
+    }
+
+    pub(crate) fn memory_budget(&self) -> u64 {
+        self.inner.cfg.memory_budget.unwrap_or(0)
+    }
+
+    /// Stops serving the loaded epoch: closes its exchanges so a running step fails fast. With
+    /// `older_than`, only if the loaded epoch is still older than it (a load may have just
+    /// finished). The weights stay, for the next load to reuse; that load also drops the caches.
+    pub(crate) fn fence(&self, reason: &str, older_than: Option<Epoch>) {
+        let f = lock(&self.inner.fence);
+        let mut phase = lock(&self.inner.phase);
+        // Only a serving worker has something to fence; a loading one is loading a newer epoch.
+        if *phase != Phase::Ready || older_than.is_some_and(|e| f.loaded >= e) {
+            return;
+        }
+        tracing::warn!("{}: fenced: {reason}", self.inner.cfg.worker_id);
+        if let Some(t) = self.inner.slot.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            t.mailbox().close(reason);
+        }
+        *phase = Phase::Waiting;
     }
 }
 
@@ -150,13 +187,17 @@ impl Worker for WorkerService {
         if let Some(old) = old {
             old.mailbox().close(&format!("replaced by epoch {}", epoch.0));
         }
-        *lock(&self.inner.core) = None;
+        let old = lock(&self.inner.core).take();
         *lock(&self.inner.rank) = Some(rank);
         *lock(&self.inner.epoch) = epoch;
+        lock(&self.inner.fence).saw_epoch(epoch);
         let cfg = self.inner.cfg.clone();
         let t: Arc<dyn Transport> = transport.clone();
         let loading = tokio::task::spawn_blocking(move || {
-            WorkerCore::load(&model_dir, plan, rank, t, numerics, cfg.memory_budget, cfg.progress)
+            fail::fail_point!("worker::load", |_| Err(crate::WorkerError::Invalid(
+                "fail point worker::load: the load failed midway".into()
+            )));
+            WorkerCore::load_reusing(old, &model_dir, plan, rank, t, numerics, cfg.memory_budget, cfg.progress)
         });
         let connect = transport.connect(&r.peer_addrs, self.inner.cfg.exchange_timeout);
         let (core, conn) = tokio::join!(loading, connect);
@@ -175,25 +216,44 @@ impl Worker for WorkerService {
             self.set_phase(Phase::Failed);
             return Err(status(e, tonic::Code::Unavailable));
         }
-        let mut core = core;
+        let (mut core, reload) = core;
         core.dispatch_dtype = dispatch;
         let bytes = core.weight_bytes() as u64;
         *lock(&self.inner.core) = Some(core);
-        self.set_phase(Phase::Ready);
-        tracing::info!("{rank}: loaded {bytes} bytes of weights in {:.2}s", t0.elapsed().as_secs_f64());
+        {
+            let mut f = lock(&self.inner.fence);
+            f.loaded(epoch);
+            self.set_phase(Phase::Ready);
+        }
+        tracing::info!(
+            "{rank}: epoch {} ready with {bytes} bytes of weights in {:.2}s ({})",
+            epoch.0,
+            t0.elapsed().as_secs_f64(),
+            if reload.reused {
+                format!("kept the previous shard, read {} experts, {} bytes", reload.experts, reload.bytes)
+            } else {
+                "read the whole shard".to_string()
+            }
+        );
         Ok(Response::new(pb::LoadResponse {
             epoch: r.epoch,
             rank: r.rank,
             weight_bytes: bytes,
             load_seconds: t0.elapsed().as_secs_f64(),
+            reloaded_experts: reload.experts,
+            reloaded_bytes: reload.bytes,
+            reused_shard: reload.reused,
         }))
     }
 
     async fn step(&self, req: Request<pb::StepRequest>) -> Result<Response<pb::StepResponse>, Status> {
         let r = req.into_inner();
-        if *lock(&self.inner.phase) != Phase::Ready {
-            return Err(Status::unavailable(format!("worker is {}", lock(&self.inner.phase).name())));
+        let phase = *lock(&self.inner.phase);
+        if phase.refuses_steps() {
+            return Err(Status::unavailable(format!("worker is {}", phase.name())));
         }
+        lock(&self.inner.fence).admit(Epoch(r.epoch))?;
+        fail::fail_point!("worker::step", |_| Err(Status::aborted("fail point worker::step: the step failed midway")));
         let greedy: std::collections::HashSet<u64> =
             r.groups.iter().flat_map(|g| g.seqs.iter().filter(|s| s.greedy).map(|s| s.id)).collect();
         let input = StepInput {
@@ -229,6 +289,8 @@ impl Worker for WorkerService {
         })
         .await
         .map_err(|e| status(e, tonic::Code::Internal))??;
+        // Never answer for an epoch that became stale while the step ran.
+        lock(&self.inner.fence).served(Epoch(r.epoch))?;
         Ok(Response::new(pb::StepResponse {
             epoch: r.epoch,
             step: r.step,
@@ -251,12 +313,20 @@ impl Worker for WorkerService {
     }
 
     async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        let f = lock(&self.inner.fence).clone();
+        let reason = f.reason();
+        let phase = *lock(&self.inner.phase);
         Ok(Response::new(pb::HealthResponse {
             rank: lock(&self.inner.rank).map(|r| r.0),
             epoch: lock(&self.inner.epoch).0,
-            state: lock(&self.inner.phase).name().into(),
+            state: if reason.is_some() && phase == Phase::Ready { "fenced".into() } else { phase.name().into() },
             memory_budget: self.inner.cfg.memory_budget.unwrap_or(0),
             worker_id: self.inner.cfg.worker_id.clone(),
+            newest_epoch: f.newest.0,
+            stale_refused: f.stale_refused,
+            steps_served: f.steps_served,
+            last_served_epoch: f.last_served.0,
+            fenced_reason: reason.unwrap_or_default(),
         }))
     }
 
@@ -274,13 +344,21 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let svc = WorkerService::new(cfg);
     let exchange = ExchangeService { slot: svc.inner.slot.clone() };
+    let registered = svc.inner.cfg.registration.clone().map(|reg| {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tokio::spawn(crate::lease::keep_registered(svc.clone(), reg, addr))
+    });
     emesh_wire::server()
         .add_service(WorkerServer::new(svc).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30))
         .add_service(
             ExchangeServer::new(exchange).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30),
         )
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
+        .await?;
+    if let Some(task) = registered {
+        task.abort();
+    }
+    Ok(())
 }
 
 /// Accepted connections with Nagle's algorithm off: exchanges are many small messages whose
