@@ -1,9 +1,12 @@
 use crate::local_cluster::{runtime, LocalWorkers};
 use anyhow::{bail, Context, Result};
 use emesh_common::ModelConfig;
-use emesh_coordinator::{Batcher, Cluster, ClusterOptions, Request};
+use emesh_coordinator::leader::Leadership;
+use emesh_coordinator::{Batcher, Cluster, ClusterOptions, Driver, DriverOptions, Request};
+use emesh_store::PlacementStore;
 use emesh_worker::WorkerConfig;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -56,6 +59,9 @@ pub struct DriveArgs {
     /// Requests that may wait for a free slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
+    /// Seconds a step may take before the cluster is checked for hung workers.
+    #[arg(long, default_value_t = 300.0)]
+    step_timeout: f64,
     /// Stay up after the demo generation until interrupted.
     #[arg(long)]
     keep_running: bool,
@@ -73,13 +79,20 @@ pub fn run(args: Args) -> Result<i32> {
         ..Default::default()
     };
     let workers = LocalWorkers::start(&rt, args.workers, &wcfg)?;
-    let code = drive(&rt, &workers.addrs, a)?;
+    let store: Arc<dyn PlacementStore> = Arc::new(emesh_store::MemoryStore::new());
+    let code = drive(&rt, &workers.addrs, a, store, None)?;
     drop(workers);
     Ok(code)
 }
 
 /// Places the model on the workers at `addrs`, runs the demo generation, and stays up if asked.
-pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> Result<i32> {
+pub fn drive(
+    rt: &tokio::runtime::Runtime,
+    addrs: &[String],
+    a: &DriveArgs,
+    store: Arc<dyn PlacementStore>,
+    leadership: Option<Leadership>,
+) -> Result<i32> {
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -102,7 +115,7 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         default_budget: a.memory_budget.unwrap_or(1 << 50),
         ..Default::default()
     };
-    let mut cluster = rt.block_on(Cluster::start(addrs, config, &opts))?;
+    let cluster = rt.block_on(Cluster::start_with(addrs, config, &opts, &*store))?;
     let dp = cluster.dp();
     eprintln!(
         "cluster up in {:.1}s: {} workers (tp={}, dp={dp}) at {}; weights per rank (MiB): {:?}",
@@ -112,8 +125,10 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
         addrs.join(", "),
         cluster.weight_bytes.iter().map(|b| b >> 20).collect::<Vec<_>>()
     );
+    let dopts = DriverOptions { step_timeout: Duration::from_secs_f64(a.step_timeout), ..Default::default() };
+    let mut driver = Driver::new(cluster, store, dopts);
     if let Some(addr) = a.http {
-        return serve_http(rt, cluster, &model, tokenizer, addr, a);
+        return serve_http(rt, driver, &model, tokenizer, addr, a, leadership);
     }
     let prompt: Vec<u32> = match (&a.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids
@@ -136,7 +151,7 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
     let mut first = true;
     while !batcher.is_idle() {
         let t = Instant::now();
-        finished.extend(rt.block_on(batcher.step(&mut cluster))?);
+        finished.extend(rt.block_on(driver.step(&mut batcher))?);
         if first {
             prefill_s = t.elapsed().as_secs_f64();
             first = false;
@@ -150,8 +165,8 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
     println!(
         "{}",
         serde_json::json!({
-            "workers": addrs.len(), "tp": a.tp, "dp": dp, "epoch": cluster.plan.epoch.0,
-            "weight_bytes_per_rank": cluster.weight_bytes,
+            "workers": addrs.len(), "tp": a.tp, "dp": dp, "epoch": driver.cluster.plan.epoch.0,
+            "weight_bytes_per_rank": driver.cluster.weight_bytes,
             "prompt_tokens": prompt.len(), "concurrency": a.concurrency,
             "tokens": generated[0], "text": text,
             "prefill_tokens_per_second": (prompt.len() * a.concurrency) as f64 / prefill_s,
@@ -168,22 +183,23 @@ pub fn drive(rt: &tokio::runtime::Runtime, addrs: &[String], a: &DriveArgs) -> R
 /// Serves the HTTP API over `cluster` until Ctrl-C or SIGTERM.
 fn serve_http(
     rt: &tokio::runtime::Runtime,
-    cluster: Cluster,
+    driver: Driver,
     model: &std::path::Path,
     tokenizer: Option<emesh_chat::Tokenizer>,
     addr: std::net::SocketAddr,
     a: &DriveArgs,
+    leadership: Option<Leadership>,
 ) -> Result<i32> {
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Arc;
-    let cfg = cluster.config.clone();
+    let cfg = driver.cluster.config.clone();
     let name = std::fs::canonicalize(model)?
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "emesh".into());
     let (tx, rx) = tokio::sync::mpsc::channel(a.max_queue.max(1));
     let batcher = Batcher::new(a.concurrency.max(8));
-    rt.spawn(emesh_server::engine_loop(cluster, batcher, rx));
+    rt.spawn(emesh_server::engine_loop(driver, batcher, rx));
     let state = emesh_server::AppState {
         model: name,
         tokenizer: tokenizer.map(Arc::new),
@@ -197,9 +213,23 @@ fn serve_http(
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("{}", serde_json::json!({ "http": listener.local_addr()?.to_string() }));
-        axum::serve(listener, emesh_server::router(state))
-            .with_graceful_shutdown(crate::cmd_worker::shutdown_signal())
-            .await?;
+        let mut lost = leadership.as_ref().map(|l| l.lost.clone());
+        let lost = async move {
+            match lost.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|l| *l).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = axum::serve(listener, emesh_server::router(state))
+                .with_graceful_shutdown(crate::cmd_worker::shutdown_signal()) => r?,
+            _ = lost => anyhow::bail!("lost the leader lease: another coordinator leads now"),
+        }
+        if let Some(l) = leadership {
+            l.resign().await;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(0)

@@ -21,6 +21,12 @@ pub struct Args {
     /// Seconds a collective waits for a peer before failing the step.
     #[arg(long, default_value_t = 60)]
     exchange_timeout: u64,
+    /// Address the coordinator and peers reach this worker at (default: the bound address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// With etcd, the worker registers itself under a lease and fences itself when it loses it.
+    #[command(flatten)]
+    etcd: crate::etcd_args::EtcdArgs,
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
@@ -42,7 +48,14 @@ pub async fn shutdown_signal() {
 /// Serves until interrupted; prints `{"listening": ADDR}` once bound.
 pub fn run(a: Args) -> Result<i32> {
     let rt = crate::local_cluster::runtime()?;
+    let registration = if a.etcd.enabled() {
+        let store = rt.block_on(a.etcd.store())?;
+        Some(emesh_worker::Registration { store, advertise: a.advertise.clone(), ttl: a.etcd.ttl()? })
+    } else {
+        None
+    };
     let cfg = WorkerConfig {
+        registration,
         worker_id: a.id,
         memory_budget: a.memory_budget,
         model_dir: a.model,

@@ -9,6 +9,7 @@ mod cmd_simulate;
 mod cmd_up;
 mod cmd_verify;
 mod cmd_worker;
+mod etcd_args;
 mod local_cluster;
 mod models;
 
@@ -53,6 +54,8 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     emesh_compute::init_threads(cli.threads);
+    // Fault injection for failover tests: named points configured by $FAILPOINTS, if set.
+    let _faults = fail::FailScenario::setup();
     let res: Result<i32> = match cli.cmd {
         Command::ChatTemplate(a) => cmd_chat_template::run(a),
         Command::GenModel(a) => cmd_gen::run(a),

@@ -17,3 +17,7 @@ pub const ENV_LOG: &str = "EMESH_LOG";
 pub const ENV_MODELS_DIR: &str = "EMESH_MODELS_DIR";
 /// When set, the portable kernels are used instead of AVX2 (results are bit-identical).
 pub const ENV_NO_SIMD: &str = "EMESH_NO_SIMD";
+/// Password for etcd authentication (with `--etcd-user`); never taken on the command line.
+pub const ENV_ETCD_PASSWORD: &str = "EMESH_ETCD_PASSWORD";
+/// Fault injection at named points (the `fail` crate's syntax, e.g. `worker::step=3*off->return`).
+pub const ENV_FAILPOINTS: &str = "FAILPOINTS";

@@ -156,6 +156,16 @@ impl Batcher {
         Ok(finished)
     }
 
+    /// Sends every admitted sequence back to prefill from its token history (prompt and the
+    /// tokens generated so far): after a placement change the workers' caches are gone.
+    pub fn reprefill_all(&mut self) {
+        for a in &mut self.active {
+            a.pos = 0;
+            a.feed = a.req.prompt.iter().chain(&a.generated).copied().collect();
+        }
+        self.free.clear();
+    }
+
     /// Steps until every submitted request has finished; returns them by id.
     pub async fn run_to_completion(&mut self, cluster: &mut Cluster) -> Result<Vec<Finished>, ClusterError> {
         let mut all = Vec::new();

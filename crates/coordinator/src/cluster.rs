@@ -236,7 +236,6 @@ impl Cluster {
             )));
         }
         Ok(())
-
     }
 
     pub fn dp(&self) -> usize {

@@ -25,7 +25,7 @@ use futures::future::join_all;
 use std::time::{Duration, Instant};
 
 /// How long a health probe may take before the worker counts as dead.
-pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What a placement change did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,13 +56,10 @@ async fn probe_one(mut c: emesh_wire::pb::worker_client::WorkerClient<tonic::tra
         Err(_) => Probe { alive: false, why: format!("no health answer within {HEALTH_TIMEOUT:?}") },
         Ok(Err(s)) => Probe { alive: false, why: s.message().to_string() },
         Ok(Ok(h)) => {
+            // A worker that answers can take a role again, even one that lost its lease (it has
+            // registered anew) or is fenced for now (the next load unfences it).
             let h = h.into_inner();
-            // A worker that lost its lease registers again as a new worker; its old role is gone.
-            if h.fenced_reason.contains("lease") {
-                Probe { alive: false, why: h.fenced_reason }
-            } else {
-                Probe { alive: true, why: h.state }
-            }
+            Probe { alive: h.state != "draining", why: h.state }
         }
     }
 }
@@ -99,11 +96,18 @@ impl Cluster {
         if dead.len() == self.world() {
             return Err(ClusterError::Degraded("no worker of the placement answers".into()));
         }
-        let (repair, old_ranks) =
-            self.plan.repair_serving(&dead).map_err(|e| ClusterError::Degraded(format!("the survivors cannot serve: {e}")))?;
+        let (repair, old_ranks) = self
+            .plan
+            .repair_serving(&dead)
+            .map_err(|e| ClusterError::Degraded(format!("the survivors cannot serve: {e}")))?;
         let mut plan = repair.plan;
-        let left: Vec<String> =
-            self.ids.iter().enumerate().filter(|(r, _)| !old_ranks.contains(&Rank(*r as u32))).map(|(_, id)| id.clone()).collect();
+        let left: Vec<String> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| !old_ranks.contains(&Rank(*r as u32)))
+            .map(|(_, id)| id.clone())
+            .collect();
         let addrs: Vec<String> = old_ranks.iter().map(|r| self.addrs[r.0 as usize].clone()).collect();
         let clients = old_ranks.iter().map(|r| self.clients[r.0 as usize].clone()).collect();
         let ids = old_ranks.iter().map(|r| self.ids[r.0 as usize].clone()).collect();
@@ -164,14 +168,11 @@ impl Cluster {
         if fresh.is_empty() {
             return Ok(None);
         }
-        let mut workers: Vec<WorkerSpec> = self
-            .plan
-            .ranks
-            .iter()
-            .map(|r| WorkerSpec { id: r.worker.clone(), budget_bytes: r.budget_bytes })
-            .collect();
+        let mut workers: Vec<WorkerSpec> =
+            self.plan.ranks.iter().map(|r| WorkerSpec { id: r.worker.clone(), budget_bytes: r.budget_bytes }).collect();
         let budget = |b: u64| if b > 0 { b } else { self.opts.default_budget };
-        workers.extend(fresh.iter().map(|(w, _)| WorkerSpec { id: w.id.clone(), budget_bytes: budget(w.memory_budget) }));
+        workers
+            .extend(fresh.iter().map(|(w, _)| WorkerSpec { id: w.id.clone(), budget_bytes: budget(w.memory_budget) }));
         let dp = workers.len() / tp;
         let mut req = PlanRequest::new(
             &self.config,
@@ -256,4 +257,3 @@ impl ClusterError {
         matches!(self, ClusterError::Degraded(_))
     }
 }
-

@@ -38,7 +38,12 @@ impl Drop for Leadership {
 
 /// Campaigns until `id` leads; retries while the store is unreachable. `on_standby` is called
 /// once if somebody else leads when we start.
-pub async fn lead(store: Arc<dyn PlacementStore>, id: &str, ttl: Duration, on_standby: impl FnOnce(&str)) -> Leadership {
+pub async fn lead(
+    store: Arc<dyn PlacementStore>,
+    id: &str,
+    ttl: Duration,
+    on_standby: impl FnOnce(&str),
+) -> Leadership {
     let every = ttl / 4;
     let mut told = Some(on_standby);
     let mut lease: Option<i64> = None;

@@ -7,9 +7,11 @@
 
 mod batcher;
 mod cluster;
+mod driver;
 mod failover;
 pub mod leader;
 
 pub use batcher::{Batcher, Finished, Request};
-pub use failover::{Probe, Recovery, HEALTH_TIMEOUT};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};
+pub use driver::{Driver, DriverOptions};
+pub use failover::{Probe, Recovery, HEALTH_TIMEOUT};

@@ -1,6 +1,6 @@
 //! The loop that owns the cluster: takes jobs, steps the batcher, answers each job when done.
 
-use emesh_coordinator::{Batcher, Cluster, Request};
+use emesh_coordinator::{Batcher, Driver, Request};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,8 +21,9 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<JobResult, String>>,
 }
 
-/// Runs until `jobs` closes. A failed step fails the jobs in flight (loudly) and the loop goes on.
-pub async fn engine_loop(mut cluster: Cluster, mut batcher: Batcher, mut jobs: mpsc::Receiver<Job>) {
+/// Runs until `jobs` closes. The driver repairs the cluster when a step fails; a step that still
+/// fails (the cluster is degraded) fails the jobs in flight, loudly, and the loop goes on.
+pub async fn engine_loop(mut driver: Driver, mut batcher: Batcher, mut jobs: mpsc::Receiver<Job>) {
     let mut waiting: Waiting = HashMap::new();
     loop {
         if batcher.is_idle() {
@@ -34,7 +35,7 @@ pub async fn engine_loop(mut cluster: Cluster, mut batcher: Batcher, mut jobs: m
         while let Ok(j) = jobs.try_recv() {
             admit(&mut batcher, &mut waiting, j);
         }
-        match batcher.step(&mut cluster).await {
+        match driver.step(&mut batcher).await {
             Ok(done) => {
                 for f in done {
                     if let Some((tx, stop)) = waiting.remove(&f.id) {

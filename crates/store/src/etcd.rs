@@ -244,10 +244,7 @@ fn tls_options(o: &crate::EtcdOptions) -> Result<etcd_client::TlsOptions, StoreE
     }
     match (&o.cert, &o.key) {
         (Some(c), Some(k)) => {
-            tls = tls.identity(etcd_client::Identity::from_pem(
-                read_pem(c, "certificate")?,
-                read_pem(k, "key")?,
-            ))
+            tls = tls.identity(etcd_client::Identity::from_pem(read_pem(c, "certificate")?, read_pem(k, "key")?))
         }
         (None, None) => {}
         _ => return Err(StoreError::Invalid("etcd client TLS needs both a certificate and a key".into())),

@@ -4,13 +4,13 @@
 //! the failover tests take etcd away for a while.
 
 use crate::{connect_etcd, EtcdOptions, PlacementStore, StoreError};
-use std::sync::Arc;
 use emesh_common::names::ENV_REQUIRE_ETCD;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a started etcd has to answer.
