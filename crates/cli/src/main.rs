@@ -11,6 +11,7 @@ mod cmd_verify;
 mod cmd_worker;
 mod local_cluster;
 mod models;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

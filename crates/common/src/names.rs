@@ -17,3 +17,11 @@ pub const ENV_LOG: &str = "EMESH_LOG";
 pub const ENV_MODELS_DIR: &str = "EMESH_MODELS_DIR";
 /// When set, the portable kernels are used instead of AVX2 (results are bit-identical).
 pub const ENV_NO_SIMD: &str = "EMESH_NO_SIMD";
+/// API key the HTTP front requires as `Authorization: Bearer KEY` on `/v1/*`, `/tokenize` and
+/// `/detokenize` (same as `emesh up --api-key`).
+pub const ENV_API_KEY: &str = "EMESH_API_KEY";
+/// When set to `1`, the OpenAI Python client test fails instead of skipping when Python or the
+/// `openai` package is missing.
+pub const ENV_REQUIRE_PYTHON: &str = "EMESH_REQUIRE_PYTHON";
+/// Python interpreter with the `openai` package for that test (default `python3`).
+pub const ENV_PYTHON: &str = "EMESH_PYTHON";

@@ -8,5 +8,8 @@
 mod batcher;
 mod cluster;
 
-pub use batcher::{Batcher, Finished, Request};
+pub use batcher::{
+    Batcher, Emitted, FinishReason, Finished, Request, SamplingParams, SchedulerConfig, StepCluster, StepOutcome,
+    TokenLogprobs,
+};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};

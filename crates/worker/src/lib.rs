@@ -9,6 +9,7 @@
 pub mod cluster_comm;
 pub mod core;
 mod msg;
+pub mod sample;
 pub mod server;
 
 pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};
