@@ -297,3 +297,61 @@ fn sse(mut g: Gen, chat: bool) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emesh_chat::Tokenizer;
+    use std::sync::Arc;
+
+    fn tokenizer() -> Arc<Tokenizer> {
+        let dir =
+            std::env::var(emesh_common::names::ENV_TOKENIZER_DIR).map(std::path::PathBuf::from).unwrap_or_else(|_| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../../shared/models/deepseek-v4-tokenizer")
+            });
+        Arc::new(Tokenizer::from_dir(dir).unwrap())
+    }
+
+    /// Generated DSML, token by token, becomes the deltas an OpenAI client assembles into a call.
+    #[test]
+    fn tool_calls_stream_as_openai_deltas() {
+        let tok = tokenizer();
+        let text = "Let me check.</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids.last(), Some(&tok.eos_id()));
+        let params = parse_chat_request(br#"{"messages": [{"role": "user", "content": "x"}]}"#, "m").unwrap().params;
+        let mut out = Output::new(Some(tok.clone()), &params, tok.eos_id(), Some(ThinkingMode::Thinking));
+        let mut pieces = vec![];
+        for id in ids {
+            pieces.extend(out.push(id, None));
+        }
+        pieces.extend(out.finish());
+        let (mut reasoning, mut content) = (String::new(), String::new());
+        let mut calls: Vec<(String, String, String)> = vec![];
+        for p in pieces {
+            let Piece::Delta(d) = p else { panic!("chat output is deltas") };
+            let v = delta_json(&d);
+            reasoning += v["reasoning_content"].as_str().unwrap_or("");
+            content += v["content"].as_str().unwrap_or("");
+            for c in v["tool_calls"].as_array().into_iter().flatten() {
+                let i = c["index"].as_u64().unwrap() as usize;
+                if i == calls.len() {
+                    assert_eq!(c["type"], "function");
+                    let name = c["function"]["name"].as_str().unwrap().to_string();
+                    calls.push((c["id"].as_str().unwrap().to_string(), name, String::new()));
+                }
+                calls[i].2 += c["function"]["arguments"].as_str().unwrap();
+            }
+        }
+        assert_eq!(reasoning, "Let me check.");
+        assert_eq!(content, "");
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].0.starts_with("call_"));
+        assert_eq!(calls[0].1, "get_weather");
+        let args: Value = serde_json::from_str(&calls[0].2).unwrap();
+        assert_eq!(args, json!({"city": "Paris", "days": 3}));
+        assert_eq!(out.finish_reason("stop"), "tool_calls");
+        assert_eq!(out.message()["tool_calls"][0]["function"]["name"], "get_weather");
+    }
+}
