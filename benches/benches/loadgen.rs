@@ -95,8 +95,7 @@ fn read_events(s: &mut TcpStream, mut on_event: impl FnMut(&str)) -> Result<(), 
         }
         // De-chunk what is complete.
         let mut end = false;
-        loop {
-            let Some(nl) = raw.windows(2).position(|w| w == b"\r\n") else { break };
+        while let Some(nl) = raw.windows(2).position(|w| w == b"\r\n") {
             let size =
                 usize::from_str_radix(String::from_utf8_lossy(&raw[..nl]).trim(), 16).map_err(|e| e.to_string())?;
             if size == 0 {

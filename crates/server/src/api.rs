@@ -109,7 +109,7 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
         if guarded(req.uri().path()) {
             let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
             let token = given.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-            if token != Some(key.as_ref()) {
+            if !token.is_some_and(|t| same(t.as_bytes(), key.as_bytes())) {
                 let msg = if given.is_none() {
                     "missing API key: send `Authorization: Bearer KEY`"
                 } else {
@@ -120,6 +120,11 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// Equality that takes as long for every key of the same length (no early exit).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ready(State(s): State<AppState>) -> Response {

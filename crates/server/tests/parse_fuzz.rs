@@ -11,14 +11,50 @@ const SEEDS: &[&str] = &[
 ];
 
 const VALUES: &[&str] = &[
-    "null", "true", "-1", "0", "1e400", "-9223372036854775809", "18446744073709551616", "0.5", "\"\"", "\"x\"",
-    "[]", "{}", "[[1]]", "[\"a\", 1]", "{\"a\": {\"b\": []}}", "\"\\ud800\"", "1.7976931348623157e308",
+    "null",
+    "true",
+    "-1",
+    "0",
+    "1e400",
+    "-9223372036854775809",
+    "18446744073709551616",
+    "0.5",
+    "\"\"",
+    "\"x\"",
+    "[]",
+    "{}",
+    "[[1]]",
+    "[\"a\", 1]",
+    "{\"a\": {\"b\": []}}",
+    "\"\\ud800\"",
+    "1.7976931348623157e308",
 ];
 
 const KEYS: &[&str] = &[
-    "model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
-    "top_logprobs", "stream", "stream_options", "n", "tools", "tool_choice", "chat_template_kwargs", "echo",
-    "stop_token_ids", "presence_penalty", "best_of", "role", "content", "thinking",
+    "model",
+    "prompt",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+    "n",
+    "tools",
+    "tool_choice",
+    "chat_template_kwargs",
+    "echo",
+    "stop_token_ids",
+    "presence_penalty",
+    "best_of",
+    "role",
+    "content",
+    "thinking",
 ];
 
 struct Rng(u64);
@@ -83,10 +119,7 @@ fn mutated_requests_never_panic_and_fail_as_4xx() {
     for i in 0..4000 {
         let seed = SEEDS[i % SEEDS.len()].as_bytes();
         let body = mutate(&mut r, seed);
-        for result in [
-            parse_completion_request(&body, "m").map(|_| ()),
-            parse_chat_request(&body, "m").map(|_| ()),
-        ] {
+        for result in [parse_completion_request(&body, "m").map(|_| ()), parse_chat_request(&body, "m").map(|_| ())] {
             match result {
                 Ok(()) => ok += 1,
                 Err(e) => {
