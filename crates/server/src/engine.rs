@@ -86,14 +86,20 @@ pub async fn engine_loop<C: StepCluster + Send>(
                     }
                 }
             }
-            Err(e) => on_step_error(&e, &mut batcher, &mut inflight).await,
+            Err(e) => on_step_error(&e, &mut cluster, &mut batcher, &mut inflight).await,
         }
     }
 }
 
 /// A step failed: every job in flight fails loudly, and the batcher drops them (their caches
-/// are freed with the next step). Failover replaces this with a repair and a re-run.
-pub async fn on_step_error(e: &ClusterError, batcher: &mut Batcher, inflight: &mut InFlight) {
+/// are freed with the next step). Failover replaces this with a repair of `cluster`, then
+/// [`Batcher::reprefill_all`] and the same step again (the batcher is as it was before the step).
+pub async fn on_step_error<C: StepCluster>(
+    e: &ClusterError,
+    _cluster: &mut C,
+    batcher: &mut Batcher,
+    inflight: &mut InFlight,
+) {
     tracing::error!("step failed: {e}");
     for (id, r) in inflight.drain() {
         batcher.cancel(id);
