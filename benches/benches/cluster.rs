@@ -57,6 +57,7 @@ fn cluster(rt: &tokio::runtime::Runtime, c: &mut Cluster, batch: usize, steps: u
                 pos: pos[b],
                 logits: LogitsMode::LogitsLast,
                 greedy: true,
+                sampling: None,
             });
             pos[b] += next[b].len() as u64;
         }

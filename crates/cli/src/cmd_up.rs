@@ -23,48 +23,65 @@ pub struct Args {
 pub struct DriveArgs {
     /// Tensor-parallel size of each attention group; workers / tp groups serve in parallel.
     #[arg(long, default_value_t = 1)]
-    tp: usize,
+    pub(crate) tp: usize,
     /// Model folder; without it the `--preset` model is generated once into models/<preset>.
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// tiny, small or medium.
     #[arg(long, default_value = "small")]
-    preset: String,
+    pub(crate) preset: String,
     /// Weight bytes each worker may hold (a shard above it is refused).
     #[arg(long)]
-    memory_budget: Option<u64>,
+    pub(crate) memory_budget: Option<u64>,
     /// Redundant expert slots per rank (replicas of the hottest experts).
     #[arg(long, default_value_t = 0)]
-    redundant_experts: usize,
+    pub(crate) redundant_experts: usize,
     /// Prompt to generate from (needs tokenizer.json), or use --prompt-ids.
     #[arg(long, default_value = "The capital of France is")]
-    prompt: String,
+    pub(crate) prompt: String,
     #[arg(long)]
-    prompt_ids: Option<String>,
+    pub(crate) prompt_ids: Option<String>,
     #[arg(long, default_value_t = 32)]
-    max_tokens: usize,
+    pub(crate) max_tokens: usize,
     /// Concurrent sequences (spread over the data-parallel groups).
     #[arg(long, default_value_t = 1)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// exact or official.
     #[arg(long, default_value = "exact")]
-    numerics: String,
+    pub(crate) numerics: String,
     /// Dispatch payload: f32 (exact), bf16 or fp8.
     #[arg(long, default_value = "f32")]
-    dispatch_dtype: String,
+    pub(crate) dispatch_dtype: String,
     /// Serve the OpenAI-compatible HTTP API on this address (port 0: any) until interrupted,
-    /// instead of the demo generation. Prints `{"http": ADDR}` once bound.
+    /// instead of the demo generation. Prints `{"http": ADDR}` once bound. `emesh up` serves on
+    /// 127.0.0.1:8000 unless told `--no-http`.
     #[arg(long)]
-    http: Option<std::net::SocketAddr>,
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// Run the one-shot demo generation instead of serving HTTP.
+    #[arg(long, conflicts_with = "http")]
+    pub(crate) no_http: bool,
+    /// Require `Authorization: Bearer KEY` on /v1/*, /tokenize and /detokenize.
+    #[arg(long, env = "EMESH_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
     /// Requests that may wait for a free slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
-    max_queue: usize,
+    pub(crate) max_queue: usize,
     /// Seconds a step may take before the cluster is checked for hung workers.
     #[arg(long, default_value_t = 300.0)]
-    step_timeout: f64,
+    pub(crate) step_timeout: f64,
+    /// Most sequences one data-parallel group runs at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_seqs: usize,
+    /// Tokens one group feeds per step (decodes first, then chunks of prompts).
+    #[arg(long, default_value_t = 2048)]
+    pub(crate) step_tokens: usize,
+    /// Tokens one group's caches may hold at once; beyond it the latest request is preempted
+    /// and recomputed later.
+    #[arg(long, default_value_t = 262144)]
+    pub(crate) cache_tokens: usize,
     /// Stay up after the demo generation until interrupted.
     #[arg(long)]
-    keep_running: bool,
+    pub(crate) keep_running: bool,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -79,17 +96,32 @@ pub fn run(args: Args) -> Result<i32> {
         ..Default::default()
     };
     let workers = LocalWorkers::start(&rt, args.workers, &wcfg)?;
+    let http =
+        if a.no_http { None } else { Some(a.http.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)))) };
     let store: Arc<dyn PlacementStore> = Arc::new(emesh_store::MemoryStore::new());
-    let code = drive(&rt, &workers.addrs, a, store, None)?;
+    let code = drive_with(&rt, &workers.addrs, a, http, store, None)?;
     drop(workers);
     Ok(code)
 }
 
-/// Places the model on the workers at `addrs`, runs the demo generation, and stays up if asked.
+/// Places the model on the workers at `addrs`, then serves `--http` if given, else runs the demo
+/// generation and stays up if asked.
 pub fn drive(
     rt: &tokio::runtime::Runtime,
     addrs: &[String],
     a: &DriveArgs,
+    store: Arc<dyn PlacementStore>,
+    leadership: Option<Leadership>,
+) -> Result<i32> {
+    drive_with(rt, addrs, a, if a.no_http { None } else { a.http }, store, leadership)
+}
+
+/// [`drive`], serving HTTP on `http` when given.
+pub fn drive_with(
+    rt: &tokio::runtime::Runtime,
+    addrs: &[String],
+    a: &DriveArgs,
+    http: Option<std::net::SocketAddr>,
     store: Arc<dyn PlacementStore>,
     leadership: Option<Leadership>,
 ) -> Result<i32> {
@@ -127,8 +159,8 @@ pub fn drive(
     );
     let dopts = DriverOptions { step_timeout: Duration::from_secs_f64(a.step_timeout), ..Default::default() };
     let mut driver = Driver::new(cluster, store, dopts);
-    if let Some(addr) = a.http {
-        return serve_http(rt, driver, &model, tokenizer, addr, a, leadership);
+    if let Some(addr) = http {
+        return crate::serve::serve_http(rt, driver, &model, tokenizer, addr, a, leadership);
     }
     let prompt: Vec<u32> = match (&a.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids
@@ -144,7 +176,7 @@ pub fn drive(
     // The demo generation: `concurrency` copies of the prompt through the batcher.
     let mut batcher = Batcher::new(a.concurrency.div_ceil(dp).max(1));
     for _ in 0..a.concurrency {
-        batcher.submit(Request { prompt: prompt.clone(), max_tokens: a.max_tokens, stop_token: None })?;
+        batcher.submit(Request::greedy(prompt.clone(), a.max_tokens))?;
     }
     let (mut prefill_s, mut decode_s) = (0.0, 0.0);
     let mut finished = Vec::new();
@@ -177,60 +209,5 @@ pub fn drive(
         eprintln!("serving; Ctrl-C to stop");
         rt.block_on(crate::cmd_worker::shutdown_signal());
     }
-    Ok(0)
-}
-
-/// Serves the HTTP API over `cluster` until Ctrl-C or SIGTERM.
-fn serve_http(
-    rt: &tokio::runtime::Runtime,
-    driver: Driver,
-    model: &std::path::Path,
-    tokenizer: Option<emesh_chat::Tokenizer>,
-    addr: std::net::SocketAddr,
-    a: &DriveArgs,
-    leadership: Option<Leadership>,
-) -> Result<i32> {
-    use std::sync::atomic::{AtomicBool, AtomicU64};
-    use std::sync::Arc;
-    let cfg = driver.cluster.config.clone();
-    let name = std::fs::canonicalize(model)?
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "emesh".into());
-    let (tx, rx) = tokio::sync::mpsc::channel(a.max_queue.max(1));
-    let batcher = Batcher::new(a.concurrency.max(8));
-    rt.spawn(emesh_server::engine_loop(driver, batcher, rx));
-    let state = emesh_server::AppState {
-        model: name,
-        tokenizer: tokenizer.map(Arc::new),
-        jobs: tx,
-        ready: Arc::new(AtomicBool::new(true)),
-        max_context: cfg.max_position_embeddings,
-        vocab: cfg.vocab_size,
-        eos: cfg.eos_token_id,
-        ids: Arc::new(AtomicU64::new(0)),
-    };
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        println!("{}", serde_json::json!({ "http": listener.local_addr()?.to_string() }));
-        let mut lost = leadership.as_ref().map(|l| l.lost.clone());
-        let lost = async move {
-            match lost.as_mut() {
-                Some(rx) => {
-                    let _ = rx.wait_for(|l| *l).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            r = axum::serve(listener, emesh_server::router(state))
-                .with_graceful_shutdown(crate::cmd_worker::shutdown_signal()) => r?,
-            _ = lost => anyhow::bail!("lost the leader lease: another coordinator leads now"),
-        }
-        if let Some(l) = leadership {
-            l.resign().await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
     Ok(0)
 }

@@ -100,6 +100,7 @@ impl Forward for ClusterForward {
                 pos: *pos,
                 logits: mode(*logits),
                 greedy: false,
+                sampling: None,
             });
             *pos += tokens.len() as u64;
         }

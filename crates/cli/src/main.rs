@@ -12,6 +12,7 @@ mod cmd_worker;
 mod etcd_args;
 mod local_cluster;
 mod models;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -37,7 +37,7 @@ fn queued_requests_finish_with_single_process_tokens() {
     let reqs: Vec<(Vec<u32>, usize)> =
         (0..5u32).map(|i| ((0..3 + 7 * i).map(|k| (k * 31 + i * 7) % 990 + 5).collect(), 2 + i as usize)).collect();
     for (p, n) in &reqs {
-        b.submit(Request { prompt: p.clone(), max_tokens: *n, stop_token: None }).unwrap();
+        b.submit(Request::greedy(p.clone(), *n)).unwrap();
     }
     assert_eq!(b.waiting(), 5);
     let done = rt.block_on(b.run_to_completion(&mut cluster)).unwrap();
@@ -51,10 +51,10 @@ fn queued_requests_finish_with_single_process_tokens() {
     // A stop token ends a request early, the token included.
     let want = greedy(&engine, &reqs[0].0, 6);
     let stop = want[2];
-    let id = b.submit(Request { prompt: reqs[0].0.clone(), max_tokens: 6, stop_token: Some(stop) }).unwrap();
+    let id = b.submit(Request { stop_token: Some(stop), ..Request::greedy(reqs[0].0.clone(), 6) }).unwrap();
     let done = rt.block_on(b.run_to_completion(&mut cluster)).unwrap();
     let cut = want.iter().position(|&t| t == stop).unwrap() + 1;
     assert_eq!(done[0].id, id);
     assert_eq!(done[0].tokens, want[..cut]);
-    assert!(b.submit(Request { prompt: vec![], max_tokens: 1, stop_token: None }).is_err());
+    assert!(b.submit(Request::greedy(vec![], 1)).is_err());
 }

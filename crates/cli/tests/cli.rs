@@ -142,13 +142,14 @@ fn up_generates_through_a_cluster_exactly_like_one_process() {
         json(&o)
     };
     let prompt = ["--preset", "tiny", "--prompt-ids", "5,6,7,8", "--max-tokens", "6"];
-    let up = run(&[&["up", "--workers", "3"][..], &prompt[..]].concat());
+    let up = run(&[&["up", "--no-http", "--workers", "3"][..], &prompt[..]].concat());
     assert_eq!(up["workers"], 3);
     assert_eq!(up["dp"], 3);
     assert_eq!(up["tokens"].as_array().unwrap().len(), 6);
     assert_eq!(up["weight_bytes_per_rank"].as_array().unwrap().len(), 3);
     let single = run(&[&["generate"][..], &prompt[..]].concat());
     assert_eq!(up["tokens"], single["tokens"], "the cluster must generate what one process does");
-    let tp = run(&[&["up", "--workers", "2", "--tp", "2", "--concurrency", "3"][..], &prompt[..]].concat());
+    let tp =
+        run(&[&["up", "--no-http", "--workers", "2", "--tp", "2", "--concurrency", "3"][..], &prompt[..]].concat());
     assert_eq!(tp["tokens"], single["tokens"]);
 }

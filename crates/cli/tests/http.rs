@@ -65,8 +65,7 @@ fn openai_endpoints_serve_and_refuse_bad_input() {
     assert_eq!(json_of(&b)["data"][0]["id"], name.as_str());
 
     // A text completion gives the tokens one process generates for the same prompt.
-    let req =
-        serde_json::json!({"model": name, "prompt": "The capital of France is", "max_tokens": 6, "ignore_eos": true});
+    let req = serde_json::json!({"model": name, "prompt": "The capital of France is", "max_tokens": 6, "ignore_eos": true, "temperature": 0});
     let (s, b) = http(&addr, "POST", "/v1/completions", req.to_string().as_bytes());
     assert_eq!(s, 200, "{b}");
     let v = json_of(&b);
@@ -103,7 +102,7 @@ fn openai_endpoints_serve_and_refuse_bad_input() {
         ("/v1/completions", br#"{"prompt": [999999999]}"#.to_vec(), 400, "prompt"),
         ("/v1/completions", br#"{"prompt": []}"#.to_vec(), 400, "prompt"),
         ("/v1/completions", br#"{"prompt": [1], "model": "gpt-4"}"#.to_vec(), 404, "model"),
-        ("/v1/completions", br#"{"prompt": [1], "stream": true}"#.to_vec(), 400, "stream"),
+        ("/v1/completions", br#"{"prompt": [1], "stream": 1}"#.to_vec(), 400, "stream"),
         ("/v1/completions", serde_json::json!({"prompt": huge}).to_string().into_bytes(), 413, "prompt"),
         (
             "/v1/chat/completions",

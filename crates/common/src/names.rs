@@ -21,3 +21,11 @@ pub const ENV_NO_SIMD: &str = "EMESH_NO_SIMD";
 pub const ENV_ETCD_PASSWORD: &str = "EMESH_ETCD_PASSWORD";
 /// Fault injection at named points (the `fail` crate's syntax, e.g. `worker::step=3*off->return`).
 pub const ENV_FAILPOINTS: &str = "FAILPOINTS";
+/// API key the HTTP front requires as `Authorization: Bearer KEY` on `/v1/*`, `/tokenize` and
+/// `/detokenize` (same as `emesh up --api-key`).
+pub const ENV_API_KEY: &str = "EMESH_API_KEY";
+/// When set to `1`, the OpenAI Python client test fails instead of skipping when Python or the
+/// `openai` package is missing.
+pub const ENV_REQUIRE_PYTHON: &str = "EMESH_REQUIRE_PYTHON";
+/// Python interpreter with the `openai` package for that test (default `python3`).
+pub const ENV_PYTHON: &str = "EMESH_PYTHON";

@@ -38,6 +38,8 @@ pub struct SeqStep {
     pub logits: LogitsMode,
     /// Only the greedy token of the last position comes back (sampling on the worker).
     pub greedy: bool,
+    /// With `greedy`: draw the token with these parameters instead of the argmax.
+    pub sampling: Option<pb::Sampling>,
 }
 
 /// One sequence's result of a step.
@@ -47,6 +49,8 @@ pub struct SeqOutput {
     /// `[rows, vocab]`, empty for greedy steps.
     pub logits: Vec<f32>,
     pub token: Option<u32>,
+    /// Log-probabilities of the drawn token, when its `sampling` asked for them.
+    pub logprobs: Option<pb::TokenLogprobs>,
 }
 
 pub type GroupBatch = Vec<SeqStep>;
@@ -266,6 +270,7 @@ impl Cluster {
                             pos: s.pos,
                             logits: s.logits as i32,
                             greedy: s.greedy,
+                            sampling: s.sampling,
                         })
                         .collect(),
                 })
@@ -289,6 +294,7 @@ impl Cluster {
                     id: r.id,
                     logits: emesh_wire::f32s(&r.logits).map_err(|e| werr(a, e))?,
                     token: r.token,
+                    logprobs: r.logprobs,
                 });
             }
         }

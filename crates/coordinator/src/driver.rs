@@ -8,11 +8,12 @@
 //! tokens are the same as if nothing had happened. Between steps it takes newly registered
 //! workers into the placement ([`Cluster::grow`]).
 
-use crate::batcher::{Batcher, Finished};
+use crate::batcher::{Batcher, StepCluster, StepOutcome};
 use crate::cluster::{Cluster, ClusterError};
 use crate::failover::Recovery;
 use emesh_common::metrics as m;
 use emesh_store::PlacementStore;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,12 @@ impl Driver {
 
     /// Runs one batcher step, repairing the cluster as often as needed (see the module docs).
     /// Errors only when the cluster is degraded or the step keeps failing.
-    pub async fn step(&mut self, b: &mut Batcher) -> Result<Vec<Finished>, ClusterError> {
+    pub async fn step(&mut self, b: &mut Batcher) -> Result<Vec<crate::Finished>, ClusterError> {
+        Ok(self.step_events(b).await?.finished)
+    }
+
+    /// [`Driver::step`] with everything the step produced.
+    pub async fn step_events(&mut self, b: &mut Batcher) -> Result<StepOutcome, ClusterError> {
         self.maybe_grow(b).await;
         if let Some(reason) = &self.degraded {
             return Err(ClusterError::Degraded(reason.clone()));
@@ -75,7 +81,7 @@ impl Driver {
         for _ in 0..=self.opts.max_retries {
             let ids: Vec<String> = self.cluster.worker_ids().to_vec();
             let outcome = tokio::select! {
-                r = tokio::time::timeout(self.opts.step_timeout, b.step(&mut self.cluster)) => match r {
+                r = tokio::time::timeout(self.opts.step_timeout, b.step_events(&mut self.cluster)) => match r {
                     Ok(r) => r,
                     Err(_) => Err(ClusterError::Invalid(format!("the step took longer than {:?}", self.opts.step_timeout))),
                 },
@@ -122,6 +128,12 @@ impl Driver {
         Err(last.unwrap_or_else(|| ClusterError::Invalid("the step kept failing".into())))
     }
 
+    /// Called while there is nothing to step: takes in returning workers, which may end a
+    /// degraded state.
+    pub async fn tick(&mut self, b: &mut Batcher) {
+        self.maybe_grow(b).await;
+    }
+
     async fn maybe_grow(&mut self, b: &mut Batcher) {
         if self.last_grow.elapsed() < self.opts.watch_every.max(Duration::from_secs(1)) {
             return;
@@ -153,5 +165,44 @@ async fn lease_lost(store: &dyn PlacementStore, ids: &[String], every: Duration)
         if !missing.is_empty() && missing.len() < ids.len() {
             return format!("the lease of {missing:?} is gone");
         }
+    }
+}
+
+/// What the engine loop steps: a bare cluster (errors end the jobs in flight) or a [`Driver`]
+/// (errors are repaired first).
+pub trait Stepper {
+    fn step_events(&mut self, b: &mut Batcher) -> impl Future<Output = Result<StepOutcome, ClusterError>> + Send;
+    /// Work between steps while idle.
+    fn tick(&mut self, _b: &mut Batcher) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+    /// Why the cluster cannot serve now, if it cannot.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+    fn dp(&self) -> usize;
+}
+
+impl<C: StepCluster + Send> Stepper for C {
+    fn step_events(&mut self, b: &mut Batcher) -> impl Future<Output = Result<StepOutcome, ClusterError>> + Send {
+        b.step_events(self)
+    }
+    fn dp(&self) -> usize {
+        StepCluster::dp(self)
+    }
+}
+
+impl Stepper for Driver {
+    fn step_events(&mut self, b: &mut Batcher) -> impl Future<Output = Result<StepOutcome, ClusterError>> + Send {
+        Driver::step_events(self, b)
+    }
+    fn tick(&mut self, b: &mut Batcher) -> impl Future<Output = ()> + Send {
+        Driver::tick(self, b)
+    }
+    fn degraded(&self) -> Option<String> {
+        self.degraded.clone()
+    }
+    fn dp(&self) -> usize {
+        self.cluster.dp()
     }
 }

@@ -11,7 +11,10 @@ mod driver;
 mod failover;
 pub mod leader;
 
-pub use batcher::{Batcher, Finished, Request};
+pub use batcher::{
+    Batcher, Emitted, FinishReason, Finished, Request, SamplingParams, SchedulerConfig, StepCluster, StepOutcome,
+    TokenLogprobs,
+};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, GroupBatch, SeqOutput, SeqStep};
-pub use driver::{Driver, DriverOptions};
+pub use driver::{Driver, DriverOptions, Stepper};
 pub use failover::{Probe, Recovery, HEALTH_TIMEOUT};

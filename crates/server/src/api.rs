@@ -1,17 +1,22 @@
-//! Routes, request validation and OpenAI-shaped responses and errors.
+//! Routes, shared state, the API key check, and the small endpoints (health, readiness, models,
+//! tokenize, detokenize, metrics). Generation lives in `generate`.
 
-use crate::engine::{Job, JobResult};
+use crate::engine::Job;
+use crate::error::ApiError;
+use crate::parse::{self, token_ids};
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use emesh_chat::{parse_completion_lenient, ThinkingMode, Tokenizer};
+use emesh_chat::Tokenizer;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,219 +25,178 @@ pub struct AppState {
     pub tokenizer: Option<Arc<Tokenizer>>,
     pub jobs: mpsc::Sender<Job>,
     pub ready: Arc<AtomicBool>,
+    /// `Some(reason)`: `/ready` and every generation endpoint answer 503 with it.
+    pub degraded: Arc<RwLock<Option<String>>>,
     /// Prompt plus generated tokens may not exceed this.
     pub max_context: usize,
     pub vocab: usize,
     pub eos: u32,
     pub ids: Arc<AtomicU64>,
+    /// Required as `Authorization: Bearer KEY` on `/v1/*`, `/tokenize` and `/detokenize`.
+    pub api_key: Option<Arc<str>>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Ready, not degraded, no API key, no metrics.
+    pub fn new(
+        model: String,
+        tokenizer: Option<Arc<Tokenizer>>,
+        jobs: mpsc::Sender<Job>,
+        max_context: usize,
+        vocab: usize,
+        eos: u32,
+    ) -> Self {
+        AppState {
+            model,
+            tokenizer,
+            jobs,
+            ready: Arc::new(AtomicBool::new(true)),
+            degraded: Arc::new(RwLock::new(None)),
+            max_context,
+            vocab,
+            eos,
+            ids: Arc::new(AtomicU64::new(0)),
+            api_key: None,
+            metrics: None,
+        }
+    }
+
+    /// Marks the service degraded (`Some(reason)`) or healthy again (`None`).
+    pub fn set_degraded(&self, reason: Option<String>) {
+        metrics::gauge!(emesh_common::metrics::DEGRADED).set(if reason.is_some() { 1.0 } else { 0.0 });
+        *self.degraded.write().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// 503 while not ready or degraded.
+    pub fn check_serving(&self) -> Result<(), ApiError> {
+        if let Some(reason) = self.degraded.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Err(ApiError::unavailable(format!("degraded: {reason}")));
+        }
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err(ApiError::unavailable("the model is not placed and loaded yet"));
+        }
+        Ok(())
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
-        .route("/v1/completions", post(completions))
-        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(crate::generate::completions))
+        .route("/v1/chat/completions", post(crate::generate::chat))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route", None) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
 
-/// An OpenAI-shaped error.
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    param: Option<String>,
+/// Whether `path` needs the API key (`/health`, `/ready` and `/metrics` stay open).
+fn guarded(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize"
 }
 
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> Self {
-        ApiError { status, message: message.into(), param: param.map(str::to_string) }
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.api_key {
+        if guarded(req.uri().path()) {
+            let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let token = given.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+            if !token.is_some_and(|t| same(t.as_bytes(), key.as_bytes())) {
+                let msg = if given.is_none() {
+                    "missing API key: send `Authorization: Bearer KEY`"
+                } else {
+                    "invalid API key"
+                };
+                return ApiError::new(StatusCode::UNAUTHORIZED, msg, None).into_response();
+            }
+        }
     }
-    fn bad(param: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message, Some(param))
-    }
+    next.run(req).await
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = match self.status {
-            StatusCode::NOT_FOUND => "not_found_error",
-            StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
-            StatusCode::INTERNAL_SERVER_ERROR => "internal_error",
-            _ => "invalid_request_error",
-        };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": self.status.as_u16()}});
-        (self.status, Json(body)).into_response()
-    }
+/// Equality that takes as long for every key of the same length (no early exit).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is not placed and loaded yet", None).into_response()
+    match s.check_serving() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "metrics are not enabled on this server", None).into_response(),
     }
 }
 
 async fn models(State(s): State<AppState>) -> Json<Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": s.model, "object": "model", "owned_by": "emesh", "max_model_len": s.max_context}]}),
-    )
+    Json(json!({"object": "list", "data": [{
+        "id": s.model, "object": "model", "created": crate::generate::now(), "owned_by": "emesh",
+        "root": s.model, "max_model_len": s.max_context,
+    }]}))
 }
 
-fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("body", "the request body is not valid UTF-8"))?;
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad("body", format!("the request body is not valid JSON: {e}")))?;
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::bad("body", "the request body must be a JSON object")),
-    }
+fn tokenizer(s: &AppState) -> Result<&Tokenizer, ApiError> {
+    s.tokenizer.as_deref().ok_or_else(|| ApiError::bad("model", "this model has no tokenizer"))
 }
 
-/// Fields shared by both endpoints.
-struct Common {
-    max_tokens: Option<usize>,
-    stop_token: Option<u32>,
-}
-
-fn common(s: &AppState, m: &serde_json::Map<String, Value>) -> Result<Common, ApiError> {
-    if let Some(model) = m.get("model").filter(|v| !v.is_null()) {
-        let name = model.as_str().ok_or_else(|| ApiError::bad("model", "`model` must be a string"))?;
-        if name != s.model {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("the model `{name}` does not exist (serving `{}`)", s.model),
-                Some("model"),
-            ));
-        }
-    }
-    if m.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::bad("stream", "streaming is not supported by this server yet; send `stream: false`"));
-    }
-    if let Some(t) = m.get("temperature").filter(|v| !v.is_null()) {
-        let t = t.as_f64().ok_or_else(|| ApiError::bad("temperature", "`temperature` must be a number"))?;
-        if t != 0.0 {
-            return Err(ApiError::bad(
-                "temperature",
-                "only greedy decoding (temperature 0) is supported by this server yet",
-            ));
-        }
-    }
-    if let Some(n) = m.get("n").filter(|v| !v.is_null()) {
-        if n.as_u64() != Some(1) {
-            return Err(ApiError::bad("n", "only n = 1 is supported"));
-        }
-    }
-    let mut max_tokens = None;
-    for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
-            let n = v
-                .as_u64()
-                .filter(|&n| n >= 1)
-                .ok_or_else(|| ApiError::bad(key, format!("`{key}` must be a positive integer")))?;
-            max_tokens = Some(n.min(u32::MAX as u64) as usize);
-        }
-    }
-    let ignore_eos = m.get("ignore_eos").and_then(Value::as_bool).unwrap_or(false);
-    Ok(Common { max_tokens, stop_token: (!ignore_eos).then_some(s.eos) })
-}
-
-async fn run(s: &AppState, prompt: Vec<u32>, c: &Common) -> Result<JobResult, ApiError> {
-    if prompt.is_empty() {
-        return Err(ApiError::bad("prompt", "the prompt is empty"));
-    }
-    if let Some(&t) = prompt.iter().find(|&&t| t as usize >= s.vocab) {
-        return Err(ApiError::bad("prompt", format!("token id {t} is outside the vocabulary (0..{})", s.vocab)));
-    }
-    if prompt.len() >= s.max_context {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the prompt has {} tokens; this model's context is {}", prompt.len(), s.max_context),
-            Some("prompt"),
-        ));
-    }
-    let room = s.max_context - prompt.len();
-    let max_tokens = c.max_tokens.unwrap_or(16).min(room);
-    if !s.ready.load(Ordering::Relaxed) {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is not placed and loaded yet", None));
-    }
-    let (tx, rx) = oneshot::channel();
-    s.jobs
-        .try_send(Job { prompt, max_tokens, stop_token: c.stop_token, reply: tx })
-        .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "the request queue is full; retry later", None))?;
-    rx.await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped", None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e, None))
-}
-
-fn usage(r: &JobResult) -> Value {
-    json!({"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens.len(), "total_tokens": r.prompt_tokens + r.tokens.len()})
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-async fn completions(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let m = parse_body(&body)?;
-    let c = common(&s, &m)?;
-    let prompt: Vec<u32> = match m.get("prompt") {
-        None | Some(Value::Null) => return Err(ApiError::bad("prompt", "`prompt` is required")),
-        Some(Value::String(text)) => {
-            let t = s
-                .tokenizer
-                .as_ref()
-                .ok_or_else(|| ApiError::bad("prompt", "this model has no tokenizer: send token ids"))?;
-            t.encode(text).map_err(|e| ApiError::bad("prompt", e.to_string()))?
-        }
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_u64().filter(|&x| x <= u32::MAX as u64).map(|x| x as u32))
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| ApiError::bad("prompt", "`prompt` must be a string or an array of token ids"))?,
-        Some(_) => return Err(ApiError::bad("prompt", "`prompt` must be a string or an array of token ids")),
+/// vLLM's `/tokenize`: `{"prompt"}` or `{"messages"}`, with `add_special_tokens` (BOS first;
+/// default true for a prompt, false for messages, whose rendering starts with BOS already).
+async fn tokenize(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let m = parse::parse_object(&body)?;
+    parse::check_model(&m, &s.model)?;
+    let t = tokenizer(&s)?;
+    let add = |default: bool| match m.get("add_special_tokens").filter(|v| !v.is_null()) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad("add_special_tokens", "`add_special_tokens` must be true or false")),
     };
-    let r = run(&s, prompt, &c).await?;
-    let text = match &s.tokenizer {
-        Some(t) => t
-            .decode(&r.tokens, true)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?,
-        None => String::new(),
+    let mut tokens = match (m.get("prompt").filter(|v| !v.is_null()), m.get("messages").filter(|v| !v.is_null())) {
+        (Some(Value::String(p)), None) => {
+            let mut ids = if add(true)? { vec![t.bos_id()] } else { vec![] };
+            ids.extend(t.encode(p).map_err(|e| ApiError::bad("prompt", e.to_string()))?);
+            ids
+        }
+        (Some(_), None) => return Err(ApiError::bad("prompt", "`prompt` must be a string")),
+        (None, Some(_)) => {
+            let (text, _) = parse::render(&m)?;
+            let mut ids = t.encode(&text).map_err(|e| ApiError::bad("messages", e.to_string()))?;
+            if add(false)? && ids.first() != Some(&t.bos_id()) {
+                ids.insert(0, t.bos_id());
+            }
+            ids
+        }
+        (Some(_), Some(_)) => return Err(ApiError::bad("prompt", "send either `prompt` or `messages`, not both")),
+        (None, None) => return Err(ApiError::bad("prompt", "`prompt` or `messages` is required")),
     };
-    let id = s.ids.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
-        "id": format!("cmpl-{id}"), "object": "text_completion", "created": now(), "model": s.model,
-        "choices": [{"index": 0, "text": text, "token_ids": r.tokens, "logprobs": null, "finish_reason": r.finish_reason}],
-        "usage": usage(&r),
-    })))
+    tokens.shrink_to_fit();
+    Ok(Json(json!({"tokens": tokens, "count": tokens.len(), "max_model_len": s.max_context})))
 }
 
-async fn chat(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let m = parse_body(&body)?;
-    let c = common(&s, &m)?;
-    let t = s
-        .tokenizer
-        .clone()
-        .ok_or_else(|| ApiError::bad("messages", "this model has no tokenizer, so it cannot serve chat"))?;
-    let prompt_text = emesh_chat::render_chat_request(&Value::Object(m.clone())).map_err(|e| {
-        let msg = e.to_string();
-        let param = msg.split(':').next().unwrap_or("messages").to_string();
-        ApiError::bad(&param, msg)
-    })?;
-    let mode = if prompt_text.ends_with("<think>") { ThinkingMode::Thinking } else { ThinkingMode::Chat };
-    let prompt = t.encode(&prompt_text).map_err(|e| ApiError::bad("messages", e.to_string()))?;
-    let r = run(&s, prompt, &c).await?;
-    let gen: Vec<u32> = r.tokens.iter().copied().filter(|&x| Some(x) != c.stop_token).collect();
-    let text =
-        t.decode(&gen, false).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    let parsed = parse_completion_lenient(&text, mode);
-    let finish = if r.finish_reason == "length" { "length" } else { parsed.finish_reason() };
-    let id = s.ids.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
-        "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": now(), "model": s.model,
-        "choices": [{"index": 0, "message": parsed.to_openai(), "logprobs": null, "finish_reason": finish}],
-        "usage": usage(&r),
-    })))
+/// vLLM's `/detokenize`: `{"tokens"}` to `{"prompt"}`.
+async fn detokenize(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let m = parse::parse_object(&body)?;
+    parse::check_model(&m, &s.model)?;
+    let t = tokenizer(&s)?;
+    let ids = match m.get("tokens").filter(|v| !v.is_null()) {
+        None => return Err(ApiError::bad("tokens", "`tokens` is required")),
+        Some(v) => token_ids(v, "tokens")?,
+    };
+    if let Some(&bad) = ids.iter().find(|&&x| x as usize >= s.vocab) {
+        return Err(ApiError::bad("tokens", format!("token id {bad} is outside the vocabulary (0..{})", s.vocab)));
+    }
+    let prompt = t.decode(&ids, false).map_err(|e| ApiError::bad("tokens", e.to_string()))?;
+    Ok(Json(json!({ "prompt": prompt })))
 }

@@ -10,6 +10,7 @@ pub mod cluster_comm;
 pub mod core;
 pub mod lease;
 mod msg;
+pub mod sample;
 pub mod server;
 
 pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};

@@ -254,8 +254,8 @@ impl Worker for WorkerService {
         }
         lock(&self.inner.fence).admit(Epoch(r.epoch))?;
         fail::fail_point!("worker::step", |_| Err(Status::aborted("fail point worker::step: the step failed midway")));
-        let greedy: std::collections::HashSet<u64> =
-            r.groups.iter().flat_map(|g| g.seqs.iter().filter(|s| s.greedy).map(|s| s.id)).collect();
+        let greedy: std::collections::HashMap<u64, Option<pb::Sampling>> =
+            r.groups.iter().flat_map(|g| g.seqs.iter().filter(|s| s.greedy).map(|s| (s.id, s.sampling))).collect();
         let input = StepInput {
             epoch: Epoch(r.epoch),
             step: r.step,
@@ -300,12 +300,16 @@ impl Worker for WorkerService {
                 .logits
                 .into_iter()
                 .map(|(id, l)| {
-                    if greedy.contains(&id) {
+                    if let Some(sampling) = greedy.get(&id) {
                         let v = self.vocab();
                         let last = &l[l.len().saturating_sub(v)..];
-                        pb::SeqResult { id, logits: Default::default(), token: Some(emesh_model::argmax(last)) }
+                        let (token, logprobs) = match sampling {
+                            Some(p) => crate::sample::sample(last, p),
+                            None => (emesh_model::argmax(last), None),
+                        };
+                        pb::SeqResult { id, logits: Default::default(), token: Some(token), logprobs }
                     } else {
-                        pb::SeqResult { id, logits: f32_bytes(&l), token: None }
+                        pb::SeqResult { id, logits: f32_bytes(&l), token: None, logprobs: None }
                     }
                 })
                 .collect(),
