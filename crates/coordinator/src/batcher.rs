@@ -253,13 +253,18 @@ impl Batcher {
         false
     }
 
-    /// After the workers lost every cache (a failover): each admitted sequence re-prefills its
-    /// whole history (prompt and generated tokens) from position 0, and nothing waits to be
+    /// After the workers lost every cache (a failover): each admitted sequence goes back to the
+    /// head of the queue, in id order, to re-prefill its whole history (prompt and generated
+    /// tokens) from position 0 on whatever groups the new placement has, and nothing waits to be
     /// freed. No token is emitted twice, and the next draws are the ones that were due.
     pub fn reprefill_all(&mut self) {
-        for s in &mut self.active {
+        let mut back: Vec<Seq> = std::mem::take(&mut self.active);
+        for s in &mut back {
             s.pos = 0;
         }
+        back.extend(self.queue.drain(..));
+        back.sort_by_key(|s| s.id);
+        self.queue = back.into();
         self.free.clear();
     }
 

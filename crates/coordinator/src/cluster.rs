@@ -278,14 +278,15 @@ impl Cluster {
             free,
         };
         self.step += 1;
-        let outs = join_all(self.clients.iter().cloned().map(|mut c| {
+        // The first rank that fails ends the step: the others may be waiting on it in an exchange.
+        let outs = futures::future::try_join_all(self.clients.iter().cloned().zip(&self.addrs).map(|(mut c, a)| {
             let req = req.clone();
-            async move { c.step(req).await }
+            async move { c.step(req).await.map_err(|s| werr(a, s.message())) }
         }))
-        .await;
+        .await?;
         let mut logits = Vec::new();
         for (o, a) in outs.into_iter().zip(&self.addrs) {
-            let o = o.map_err(|s| werr(a, s.message()))?.into_inner();
+            let o = o.into_inner();
             if o.epoch != self.plan.epoch.0 {
                 return Err(werr(a, format!("answered for epoch {}, the step was for {}", o.epoch, self.plan.epoch.0)));
             }

@@ -7,7 +7,7 @@ fn without_the_feature() {
     assert!(
         !required,
         "EMESH_REQUIRE_ETCD=1 but emesh-store was built without the `etcd` feature: \
-         run `cargo test --workspace --release --features emesh-store/etcd` (as .ci/run does)"
+         run `cargo test --workspace --release --features emesh-cli/etcd` (as .ci/run does)"
     );
     eprintln!("SKIPPED: etcd store tests (emesh-store built without the `etcd` feature)");
 }

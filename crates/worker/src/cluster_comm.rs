@@ -127,6 +127,9 @@ impl ModelComm for ClusterComm<'_> {
                 },
             )
             .collect();
+        fail::fail_point!("worker::dispatch", |_| Err(ModelError::Invalid(format!(
+            "layer {layer}: fail point worker::dispatch: the dispatch failed midway"
+        ))));
         let got = all_to_all(self.transport, self.tag(layer, Phase::Dispatch), out).map_err(comm_err)?;
 
         // Expert compute on everything received, grouped by expert.

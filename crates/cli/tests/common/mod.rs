@@ -66,7 +66,19 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// One request; returns (status, body).
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+/// [`request`], with connection failures (refused, reset, cut short) as errors.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut s = TcpStream::connect(addr)?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -75,16 +87,17 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    s.read_to_end(&mut out)?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
     let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status in the reply"))?;
     let raw = &out[split + 4..];
     let body = if head.contains("transfer-encoding: chunked") { dechunk(raw) } else { raw.to_vec() };
-    (status, String::from_utf8(body).unwrap())
+    Ok((status, String::from_utf8(body).map_err(|_| bad("body is not UTF-8"))?))
 }
 
 pub fn post(addr: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
