@@ -425,7 +425,6 @@ def main():
         v = check_case(name, files, docs, fx)
         kinds = sorted({d["kind"] for d in docs})
         if v and emesh:
-            today = not v["coordinator"]["http"]["enabled"] and not v["etcd"]["enabled"]
             for d in docs:
                 if d["kind"] not in ("Deployment", "StatefulSet") or "etcd" in d["metadata"]["name"]:
                     continue
@@ -433,8 +432,7 @@ def main():
                     sub = c["args"][0]
                     unknown = {x for x in c["args"] if x.startswith("--") and x not in flags[sub]}
                     pending |= unknown
-                    if today:
-                        fx.check(not unknown, name, f"{sub} flags the binary does not accept: {sorted(unknown)}")
+                    fx.check(not unknown, name, f"{sub} flags the binary does not accept: {sorted(unknown)}")
             cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-layout"))
             plan = cm["data"]["plan"].split()
             if not v["layout"]["plan"]["gpu"].startswith("cpu:") and plan[3].startswith("deepseek-"):

@@ -31,9 +31,19 @@ pub fn run(a: Args) -> Result<i32> {
     let leadership = if a.etcd.enabled() {
         let id = a.id.clone().unwrap_or_else(default_id);
         let ttl = a.etcd.ttl()?;
-        Some(rt.block_on(emesh_coordinator::leader::lead(store.clone(), &id, ttl, |holder| {
+        let standby = match a.drive.http_addr() {
+            Some(addr) => Some(crate::serve::standby_http(&rt, addr, id.clone())?),
+            None => None,
+        };
+        let lead = rt.block_on(emesh_coordinator::leader::lead(store.clone(), &id, ttl, |holder| {
             eprintln!("{id}: standby; {holder} leads");
-        })))
+        }));
+        if let Some(stop) = standby {
+            drop(stop);
+            // Let the standby server release the address before the real one binds it.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(lead)
     } else {
         None
     };

@@ -84,6 +84,17 @@ pub struct DriveArgs {
     pub(crate) keep_running: bool,
 }
 
+impl DriveArgs {
+    /// Where `coordinator` serves HTTP (only with `--http`: it has no default).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        if self.no_http {
+            None
+        } else {
+            self.http
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<i32> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");

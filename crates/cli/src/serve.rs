@@ -46,7 +46,18 @@ pub fn serve_http(
     state.metrics = Some(handle);
     state.degraded = degraded;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // A standby server may still be letting go of the address.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         println!("{}", serde_json::json!({ "http": listener.local_addr()?.to_string() }));
         let mut lost = leadership.as_ref().map(|l| l.lost.clone());
         let lost = async move {
@@ -68,4 +79,35 @@ pub fn serve_http(
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(0)
+}
+
+/// While a coordinator waits for the lead it still answers on its HTTP address, so that
+/// Kubernetes keeps it alive and out of the Service: `/health` 200, everything else 503 saying
+/// it is a standby. Stopped (and the address freed) by dropping the returned sender.
+pub fn standby_http(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    id: String,
+) -> Result<tokio::sync::oneshot::Sender<()>> {
+    use axum::routing::get;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let reason = format!("{id} is a standby coordinator; another one leads");
+    let app = axum::Router::new().route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) })).fallback(
+        move || {
+            let reason = reason.clone();
+            async move {
+                let body = serde_json::json!({"error": {"message": reason, "type": "service_unavailable", "param": null, "code": 503}});
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+            }
+        },
+    );
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(tx)
 }

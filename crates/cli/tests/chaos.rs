@@ -293,7 +293,11 @@ fn tail(s: &str) -> String {
         .filter(|l| ["panicked", "WARN", "ERROR", "epoch", "leading"].iter().any(|k| l.contains(k)))
         .copied()
         .collect();
-    format!("{}\n...\n{}", key[key.len().saturating_sub(30)..].join("\n"), lines[lines.len().saturating_sub(10)..].join("\n"))
+    format!(
+        "{}\n...\n{}",
+        key[key.len().saturating_sub(30)..].join("\n"),
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    )
 }
 
 fn prompts() -> Vec<Vec<u32>> {
