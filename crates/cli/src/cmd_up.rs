@@ -66,6 +66,10 @@ pub struct DriveArgs {
     /// Requests that may wait for a free slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_queue: usize,
+    /// Re-place the redundant expert copies (--redundant-experts) by the load observed over this
+    /// many seconds, each time a new epoch (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) rebalance_every: f64,
     /// Seconds a step may take before the cluster is checked for hung workers.
     #[arg(long, default_value_t = 300.0)]
     pub(crate) step_timeout: f64,
@@ -168,7 +172,11 @@ pub fn drive_with(
         addrs.join(", "),
         cluster.weight_bytes.iter().map(|b| b >> 20).collect::<Vec<_>>()
     );
-    let dopts = DriverOptions { step_timeout: Duration::from_secs_f64(a.step_timeout), ..Default::default() };
+    let dopts = DriverOptions {
+        step_timeout: Duration::from_secs_f64(a.step_timeout),
+        rebalance_every: (a.rebalance_every > 0.0).then(|| Duration::from_secs_f64(a.rebalance_every)),
+        ..Default::default()
+    };
     let mut driver = Driver::new(cluster, store, dopts);
     if let Some(addr) = http {
         return crate::serve::serve_http(rt, driver, &model, tokenizer, addr, a, leadership);

@@ -675,3 +675,27 @@ async fn cut_a_worker_off_the_network() {
     wait_world(&h, 3).await;
     check(&h, &reference, &got, watch, "link down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_follows_the_observed_load() {
+    let coord = ["--redundant-experts", "1", "--rebalance-every", "1"];
+    let Some((h, reference)) = cluster("rebalance_follows_the_observed_load", &[], &coord, None).await else { return };
+    let (before, _) = world(&*h.store().await).await;
+    let watch = EpochWatch::start(&h);
+    let got = tokio::task::block_in_place(|| run_load(&h.http_addrs(), Duration::from_millis(1), || {}));
+    check(&h, &reference, &got, watch, "rebalance");
+    let (after, w) = world(&*h.store().await).await;
+    let log = h.coordinators[0].proc.log();
+    assert!(after > before && log.contains("rebalanced by observed load"), "no rebalance happened\n{}", h.logs());
+    assert_eq!(w, 3);
+    let (status, metrics) = common::try_request(&h.coordinators[0].http, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "emesh:rank_tokens_received_total{rank=\"2\"}",
+        "emesh:layer_load_imbalance{layer=\"4\"}",
+        "emesh:placement_epoch",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    eprintln!("CHAOS rebalance: epoch {before} -> {after} while serving, outputs unchanged");
+}

@@ -8,6 +8,7 @@
 //! tokens are the same as if nothing had happened. Between steps it takes newly registered
 //! workers into the placement ([`Cluster::grow`]).
 
+use crate::balance::LoadSample;
 use crate::batcher::{Batcher, StepCluster, StepOutcome};
 use crate::cluster::{Cluster, ClusterError};
 use crate::failover::Recovery;
@@ -28,6 +29,9 @@ pub struct DriverOptions {
     pub step_timeout: Duration,
     /// Recoveries in a row for one step before giving up on it.
     pub max_retries: usize,
+    /// Re-place the redundant expert copies by the load observed since the last time, this
+    /// often (`None`: never).
+    pub rebalance_every: Option<Duration>,
 }
 
 impl Default for DriverOptions {
@@ -37,6 +41,7 @@ impl Default for DriverOptions {
             watch_every: Duration::from_millis(250),
             step_timeout: Duration::from_secs(300),
             max_retries: 5,
+            rebalance_every: None,
         }
     }
 }
@@ -51,6 +56,11 @@ pub struct Driver {
     /// Every placement change so far, with the time from the failure to the next completed step.
     pub history: Vec<(Recovery, f64)>,
     pending: Option<(Recovery, Instant)>,
+    /// The last load sample (for metrics), and the one the next rebalance counts from.
+    sampled: Option<LoadSample>,
+    balanced: Option<(LoadSample, Instant)>,
+    /// Every rebalance so far.
+    pub rebalances: Vec<Recovery>,
 }
 
 impl Driver {
@@ -58,7 +68,18 @@ impl Driver {
         metrics::gauge!(m::PLACEMENT_EPOCH).set(cluster.epoch().0 as f64);
         metrics::gauge!(m::LIVE_WORKERS).set(cluster.world() as f64);
         metrics::gauge!(m::DEGRADED).set(0.0);
-        Driver { cluster, store, opts, last_grow: Instant::now(), degraded: None, history: vec![], pending: None }
+        Driver {
+            cluster,
+            store,
+            opts,
+            last_grow: Instant::now(),
+            degraded: None,
+            history: vec![],
+            pending: None,
+            sampled: None,
+            balanced: None,
+            rebalances: vec![],
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn PlacementStore> {
@@ -151,6 +172,39 @@ impl Driver {
             Ok(None) => {}
             Err(e) => tracing::warn!("taking in new workers: {e}"),
         }
+        if self.degraded.is_none() {
+            self.observe(b).await;
+        }
+    }
+
+    /// Samples the expert load for the metrics, and rebalances when it is time.
+    async fn observe(&mut self, b: &mut Batcher) {
+        let Some(now) = self.cluster.sample_load().await else { return };
+        let delta = self.sampled.as_ref().map_or_else(|| now.clone(), |s| now.since(s));
+        now.export(&delta);
+        self.sampled = Some(now.clone());
+        let Some(every) = self.opts.rebalance_every else { return };
+        let Some((base, at)) = &self.balanced else {
+            self.balanced = Some((now, Instant::now()));
+            return;
+        };
+        if at.elapsed() < every {
+            return;
+        }
+        let load = now.since(base).per_expert();
+        if load.iter().flatten().sum::<f64>() == 0.0 {
+            return;
+        }
+        match self.cluster.rebalance(&*self.store, load).await {
+            Ok(Some(rec)) => {
+                b.reprefill_all();
+                tracing::info!("rebalanced by observed load: epoch {}", rec.epoch.0);
+                self.rebalances.push(rec);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("rebalancing: {e}"),
+        }
+        self.balanced = Some((now, Instant::now()));
     }
 }
 

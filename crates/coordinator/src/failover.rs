@@ -196,7 +196,7 @@ impl Cluster {
     }
 
     /// Moves `plan` past every epoch in the store and publishes it by compare-and-swap.
-    async fn publish(&self, store: &dyn PlacementStore, plan: &mut Plan) -> Result<(), ClusterError> {
+    pub(crate) async fn publish(&self, store: &dyn PlacementStore, plan: &mut Plan) -> Result<(), ClusterError> {
         let stored = store.placement().await?.map(|p| p.epoch);
         plan.epoch = Epoch(plan.epoch.0.max(stored.map_or(0, |e| e.0) + 1).max(self.plan.epoch.0 + 1));
         let plan_json = serde_json::to_string(&*plan).map_err(|e| ClusterError::Invalid(e.to_string()))?;
@@ -210,7 +210,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn load_new_epoch(
+    pub(crate) async fn load_new_epoch(
         &mut self,
         store: &dyn PlacementStore,
         t0: Instant,

@@ -5,12 +5,14 @@
 //! sends every step to every rank (an empty batch still takes part in each exchange),
 //! collecting logits from each data-parallel group's first rank.
 
+mod balance;
 mod batcher;
 mod cluster;
 mod driver;
 mod failover;
 pub mod leader;
 
+pub use balance::LoadSample;
 pub use batcher::{
     Batcher, Emitted, FinishReason, Finished, Request, SamplingParams, SchedulerConfig, StepCluster, StepOutcome,
     TokenLogprobs,

@@ -27,6 +27,38 @@ pub struct ClusterComm<'a> {
     pub group: Vec<Rank>,
     pub position: usize,
     pub dispatch_dtype: PayloadDtype,
+    /// Where this step's expert counts and exchange times go.
+    pub stats: ExchangeStats,
+}
+
+/// What a rank's MoE exchanges did, summed (reported through `Health` for load balancing and
+/// metrics).
+#[derive(Clone, Debug, Default)]
+pub struct ExchangeStats {
+    /// `[layer][expert]`: tokens this rank's experts computed.
+    pub expert_tokens: Vec<Vec<u64>>,
+    pub dispatch_seconds: f64,
+    pub combine_seconds: f64,
+    pub exchanges: u64,
+}
+
+impl ExchangeStats {
+    pub fn add(&mut self, other: &ExchangeStats) {
+        if self.expert_tokens.len() < other.expert_tokens.len() {
+            self.expert_tokens.resize(other.expert_tokens.len(), vec![]);
+        }
+        for (mine, theirs) in self.expert_tokens.iter_mut().zip(&other.expert_tokens) {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
+        self.dispatch_seconds += other.dispatch_seconds;
+        self.combine_seconds += other.combine_seconds;
+        self.exchanges += other.exchanges;
+    }
 }
 
 fn comm_err(e: emesh_comm::CommError) -> ModelError {
@@ -130,7 +162,10 @@ impl ModelComm for ClusterComm<'_> {
         fail::fail_point!("worker::dispatch", |_| Err(ModelError::Invalid(format!(
             "layer {layer}: fail point worker::dispatch: the dispatch failed midway"
         ))));
+        let t0 = std::time::Instant::now();
         let got = all_to_all(self.transport, self.tag(layer, Phase::Dispatch), out).map_err(comm_err)?;
+        self.stats.dispatch_seconds += t0.elapsed().as_secs_f64();
+        self.stats.exchanges += 1;
 
         // Expert compute on everything received, grouped by expert.
         let mut received = Vec::with_capacity(world);
@@ -150,6 +185,16 @@ impl ModelComm for ClusterComm<'_> {
                 for &(slot, e, weight) in &dt.items {
                     by_expert.entry(e).or_default().push(Item { sender, token: dt.token, slot, row, weight });
                 }
+            }
+        }
+        if self.stats.expert_tokens.len() <= layer {
+            self.stats.expert_tokens.resize(layer + 1, vec![]);
+        }
+        let counts = &mut self.stats.expert_tokens[layer];
+        counts.resize(cfg.n_routed_experts, 0);
+        for (e, items) in &by_expert {
+            if let Some(c) = counts.get_mut(*e as usize) {
+                *c += items.len() as u64;
             }
         }
         let mut replies: Vec<CombineRows> = vec![(vec![], vec![]); world];
@@ -174,7 +219,9 @@ impl ModelComm for ClusterComm<'_> {
             .iter()
             .map(|(ids, rows)| if ids.is_empty() { Bytes::new() } else { encode_combine(ids, rows) })
             .collect();
+        let t0 = std::time::Instant::now();
         let back = all_to_all(self.transport, self.tag(layer, Phase::Combine), out).map_err(comm_err)?;
+        self.stats.combine_seconds += t0.elapsed().as_secs_f64();
 
         // Combine: the owned tokens' outputs, summed in slot order.
         let local: BTreeMap<usize, usize> = owned.iter().enumerate().map(|(i, &t)| (t, i)).collect();

@@ -1,6 +1,6 @@
 //! The worker's state and its step, independent of how messages travel.
 
-use crate::cluster_comm::ClusterComm;
+use crate::cluster_comm::{ClusterComm, ExchangeStats};
 use emesh_comm::{PayloadDtype, Transport};
 use emesh_common::{Epoch, ModelConfig, Rank};
 use emesh_model::checkpoint::Checkpoint;
@@ -10,6 +10,7 @@ use emesh_placement::Plan;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -61,6 +62,8 @@ pub struct WorkerCore {
     position: usize,
     group_index: usize,
     pub dispatch_dtype: PayloadDtype,
+    /// Summed over every step, shared with whoever reports it (never held during a step).
+    pub stats: Arc<Mutex<ExchangeStats>>,
 }
 
 /// What a [`WorkerCore::load_reusing`] read.
@@ -211,6 +214,7 @@ impl WorkerCore {
             transport,
             caches: HashMap::new(),
             dispatch_dtype: PayloadDtype::F32,
+            stats: Arc::default(),
         })
     }
 
@@ -274,6 +278,7 @@ impl WorkerCore {
             group: self.group.clone(),
             position: self.position,
             dispatch_dtype: self.dispatch_dtype,
+            stats: ExchangeStats::default(),
         };
         let lead = self.position == 0;
         let mut seqs: Vec<Seq> = taken
@@ -281,7 +286,9 @@ impl WorkerCore {
             .zip(batch)
             .map(|((_, c), s)| Seq { tokens: &s.tokens, cache: c, logits: if lead { s.logits } else { Logits::None } })
             .collect();
-        let out = self.engine.forward_with(&mut comm, &mut seqs, None)?;
+        let out = self.engine.forward_with(&mut comm, &mut seqs, None);
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).add(&comm.stats);
+        let out = out?;
         drop(seqs);
         let mut logits = Vec::new();
         for ((id, cache), l) in taken.into_iter().zip(out) {

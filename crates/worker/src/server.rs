@@ -74,6 +74,7 @@ impl Phase {
 
 pub(crate) struct Inner {
     pub(crate) fence: Mutex<Fence>,
+    stats: Arc<Mutex<crate::cluster_comm::ExchangeStats>>,
     cfg: WorkerConfig,
     slot: PeerSlot,
     core: Arc<Mutex<Option<WorkerCore>>>,
@@ -96,6 +97,7 @@ impl WorkerService {
         WorkerService {
             inner: Arc::new(Inner {
                 fence: Mutex::new(Fence::new(cfg.registration.as_ref().map(|r| r.ttl))),
+                stats: Arc::default(),
                 cfg,
                 slot: Arc::new(RwLock::new(None)),
                 core: Arc::new(Mutex::new(None)),
@@ -218,6 +220,7 @@ impl Worker for WorkerService {
         }
         let (mut core, reload) = core;
         core.dispatch_dtype = dispatch;
+        core.stats = self.inner.stats.clone();
         let bytes = core.weight_bytes() as u64;
         *lock(&self.inner.core) = Some(core);
         {
@@ -320,7 +323,19 @@ impl Worker for WorkerService {
         let f = lock(&self.inner.fence).clone();
         let reason = f.reason();
         let phase = *lock(&self.inner.phase);
+        let stats = lock(&self.inner.stats).clone();
+        let per_layer = stats.expert_tokens.iter().map(Vec::len).max().unwrap_or(0);
+        let expert_tokens = stats
+            .expert_tokens
+            .iter()
+            .flat_map(|l| l.iter().copied().chain(std::iter::repeat(0)).take(per_layer))
+            .collect();
         Ok(Response::new(pb::HealthResponse {
+            expert_tokens,
+            experts_per_layer: per_layer as u32,
+            dispatch_seconds: stats.dispatch_seconds,
+            combine_seconds: stats.combine_seconds,
+            exchanges: stats.exchanges,
             rank: lock(&self.inner.rank).map(|r| r.0),
             epoch: lock(&self.inner.epoch).0,
             state: if reason.is_some() && phase == Phase::Ready { "fenced".into() } else { phase.name().into() },
