@@ -162,6 +162,8 @@ struct Harness {
     dir: tempfile::TempDir,
     /// Where host processes listen (the veth address with a namespace, else loopback).
     host: String,
+    /// Passed to every worker.
+    worker_args: Vec<String>,
 }
 
 impl Drop for Harness {
@@ -189,7 +191,16 @@ impl Harness {
         )
         .unwrap();
         let host = netns.as_ref().map_or("127.0.0.1".to_string(), |n| n.host_ip.clone());
-        Some(Harness { coordinators: vec![], workers: vec![], etcd, netns, prefix: unique_prefix(), dir, host })
+        Some(Harness {
+            coordinators: vec![],
+            workers: vec![],
+            etcd,
+            netns,
+            prefix: unique_prefix(),
+            dir,
+            host,
+            worker_args: vec![],
+        })
     }
 
     fn etcd_url(&self, in_netns: bool) -> String {
@@ -216,6 +227,12 @@ impl Harness {
 
     /// Starts `emesh worker` (inside the namespace with `in_netns`); returns once it listens.
     fn start_worker(&mut self, id: &str, in_netns: bool, env: &[(&str, &str)]) {
+        let w = self.worker(id, in_netns, env);
+        self.workers.push(w);
+    }
+
+    /// A running `emesh worker` with `worker_args`, not yet counted in `workers`.
+    fn worker(&self, id: &str, in_netns: bool, env: &[(&str, &str)]) -> Worker {
         let bin = env!("CARGO_BIN_EXE_emesh");
         let listen = match (&self.netns, in_netns) {
             (Some(n), true) => format!("{}:0", n.ns_ip),
@@ -230,7 +247,8 @@ impl Harness {
             _ => Command::new(bin),
         };
         cmd.args(["worker", "--listen", &listen, "--id", id, "--exchange-timeout", "20", "--lease-ttl", LEASE_TTL])
-            .args(["--etcd-endpoints", &self.etcd_url(in_netns), "--etcd-prefix", &self.prefix]);
+            .args(["--etcd-endpoints", &self.etcd_url(in_netns), "--etcd-prefix", &self.prefix])
+            .args(&self.worker_args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -240,7 +258,7 @@ impl Harness {
         let v: serde_json::Value =
             serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{id}: {e}: {line:?}\n{}", proc.log()));
         let addr = v["listening"].as_str().unwrap().to_string();
-        self.workers.push(Worker { id: id.into(), addr, proc });
+        Worker { id: id.into(), addr, proc }
     }
 
     /// Starts `emesh coordinator`; with `wait`, returns once it serves (it leads).
@@ -512,7 +530,18 @@ async fn cluster(
     coord: &[&str],
     netns: Option<Netns>,
 ) -> Option<(Harness, Vec<Vec<u32>>)> {
+    cluster_with(test, worker_env, &[], coord, netns).await
+}
+
+async fn cluster_with(
+    test: &str,
+    worker_env: &[(&str, &str)],
+    worker_args: &[&str],
+    coord: &[&str],
+    netns: Option<Netns>,
+) -> Option<(Harness, Vec<Vec<u32>>)> {
     let mut h = Harness::start(test, netns).await?;
+    h.worker_args = worker_args.iter().map(|s| s.to_string()).collect();
     let in_ns = h.netns.is_some();
     h.start_worker("w0", false, &[]);
     h.start_worker("w1", false, worker_env);
@@ -698,4 +727,52 @@ async fn rebalance_follows_the_observed_load() {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     eprintln!("CHAOS rebalance: epoch {before} -> {after} while serving, outputs unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_too_small_degrade_then_a_new_worker_restores() {
+    // Each worker's budget holds its own shard but not a third of the experts of a dead one.
+    let Some((h, reference)) = cluster_with(
+        "survivors_too_small_degrade_then_a_new_worker_restores",
+        &[],
+        &["--memory-budget", "7200000"],
+        &[],
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let addrs = h.http_addrs();
+    let leader = h.coordinators[0].http.clone();
+    let victim = &h.workers[2].proc;
+    let mut extra = None;
+    let got = tokio::task::block_in_place(|| {
+        run_load(&addrs, Duration::from_millis(500), || {
+            victim.signal("-KILL");
+            let t0 = Instant::now();
+            let reason = loop {
+                if let Ok((503, b)) = common::try_request(&leader, "GET", "/ready", &[], b"") {
+                    if b.contains("degraded") {
+                        break b;
+                    }
+                }
+                assert!(t0.elapsed() < DEADLINE, "never degraded\n{}", h.logs());
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            assert!(reason.contains("cannot"), "the reason says the survivors cannot hold the model: {reason}");
+            let (_, metrics) = common::try_request(&leader, "GET", "/metrics", &[], b"").unwrap();
+            assert!(metrics.contains("emesh:degraded 1"), "the degraded gauge is set:\n{metrics}");
+            eprintln!("CHAOS degraded: {reason}");
+            // A new worker takes the free role and the cluster serves again.
+            extra = Some(h.worker("w3", false, &[]));
+        })
+    });
+    check(&h, &reference, &got, EpochWatch::start(&h), "degraded then restored");
+    let (_, w) = world(&*h.store().await).await;
+    assert_eq!(w, 3);
+    assert!(h.coordinators[0].proc.log().contains("cluster degraded"), "a log line says so");
+    let log = h.coordinators[0].proc.log();
+    assert!(log.contains("serving again"), "the first coordinator itself recovered\n{}", h.logs());
+    drop(extra);
 }

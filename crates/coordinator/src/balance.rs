@@ -172,3 +172,28 @@ impl Cluster {
         Ok(Some(rec))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tokens: Vec<Vec<Vec<u64>>>) -> LoadSample {
+        let n = tokens.len();
+        LoadSample { tokens, dispatch_seconds: vec![1.0; n], combine_seconds: vec![2.0; n], exchanges: vec![4; n] }
+    }
+
+    #[test]
+    fn deltas_totals_and_imbalance() {
+        let before = sample(vec![vec![vec![1, 0], vec![0, 0]], vec![vec![0, 1], vec![0, 0]]]);
+        let now = sample(vec![vec![vec![7, 0], vec![0, 0]], vec![vec![0, 3], vec![0, 0]]]);
+        let d = now.since(&before);
+        assert_eq!(d.tokens, vec![vec![vec![6, 0], vec![0, 0]], vec![vec![0, 2], vec![0, 0]]]);
+        assert_eq!(d.exchanges, vec![0, 0]);
+        assert_eq!(d.per_expert(), vec![vec![6.0, 2.0], vec![0.0, 0.0]]);
+        // Layer 0: ranks got 6 and 2, mean 4, max 6; layer 1 saw nothing.
+        assert_eq!(d.imbalance(), vec![1.5, 0.0]);
+        // A worker that restarted (counters went down) counts from zero.
+        let restarted = sample(vec![vec![vec![2, 0], vec![0, 0]], vec![vec![0, 3], vec![0, 0]]]);
+        assert_eq!(restarted.since(&now).tokens[0][0], vec![2, 0]);
+    }
+}

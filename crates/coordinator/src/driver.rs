@@ -94,7 +94,7 @@ impl Driver {
 
     /// [`Driver::step`] with everything the step produced.
     pub async fn step_events(&mut self, b: &mut Batcher) -> Result<StepOutcome, ClusterError> {
-        self.maybe_grow(b).await;
+        self.tick(b).await;
         if let Some(reason) = &self.degraded {
             return Err(ClusterError::Degraded(reason.clone()));
         }
@@ -149,9 +149,27 @@ impl Driver {
         Err(last.unwrap_or_else(|| ClusterError::Invalid("the step kept failing".into())))
     }
 
-    /// Called while there is nothing to step: takes in returning workers, which may end a
-    /// degraded state.
+    /// Called while there is nothing to step: takes in returning workers; while degraded, tries
+    /// the repair again (a worker may have come back or joined).
     pub async fn tick(&mut self, b: &mut Batcher) {
+        if self.degraded.is_some() {
+            if self.last_grow.elapsed() < self.opts.watch_every.max(Duration::from_secs(1)) {
+                return;
+            }
+            self.last_grow = Instant::now();
+            match self.cluster.recover(&*self.store).await {
+                Ok(rec) => {
+                    b.reprefill_all();
+                    self.degraded = None;
+                    metrics::gauge!(m::DEGRADED).set(0.0);
+                    tracing::info!("serving again on {} ranks (epoch {})", rec.world, rec.epoch.0);
+                    self.pending = Some((rec, Instant::now()));
+                }
+                Err(ClusterError::Degraded(reason)) => self.degraded = Some(reason),
+                Err(e) => tracing::warn!("still degraded: {e}"),
+            }
+            return;
+        }
         self.maybe_grow(b).await;
     }
 

@@ -21,8 +21,10 @@ use emesh_common::{Epoch, Rank};
 use emesh_placement::{Layout, Plan, PlanRequest, WeightForm, WorkerSpec};
 use emesh_store::{PlacementStore, StoredPlacement};
 use emesh_wire::pb;
+use emesh_wire::pb::worker_client::WorkerClient;
 use futures::future::join_all;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// How long a health probe may take before the worker counts as dead.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -93,13 +95,25 @@ impl Cluster {
         for (r, p) in probes.iter().enumerate().filter(|(_, p)| !p.alive) {
             tracing::warn!("rank {r} ({}) at {} is dead: {}", self.ids[r], self.addrs[r], p.why);
         }
-        if dead.len() == self.world() {
-            return Err(ClusterError::Degraded("no worker of the placement answers".into()));
-        }
-        let (repair, old_ranks) = self
-            .plan
-            .repair_serving(&dead)
-            .map_err(|e| ClusterError::Degraded(format!("the survivors cannot serve: {e}")))?;
+        let repaired = if dead.len() == self.world() {
+            Err("no worker of the placement answers".to_string())
+        } else {
+            self.plan.repair_serving(&dead).map_err(|e| format!("the survivors cannot serve: {e}"))
+        };
+        let (repair, old_ranks) = match repaired {
+            Ok(r) => r,
+            // The survivors alone cannot serve: registered workers without a role may help.
+            Err(why) => {
+                return match self.replan(store, &dead, t0).await? {
+                    Some(rec) => {
+                        metrics::counter!(m::FAILOVERS_TOTAL).increment(1);
+                        metrics::histogram!(m::RECOVERY_SECONDS).record(rec.seconds);
+                        Ok(rec)
+                    }
+                    None => Err(ClusterError::Degraded(why)),
+                }
+            }
+        };
         let mut plan = repair.plan;
         let left: Vec<String> = self
             .ids
@@ -148,51 +162,81 @@ impl Cluster {
     /// Takes registered workers that hold no role into the placement (see the module docs).
     /// `Ok(None)` when there is nobody to take, or not enough for a whole attention group.
     pub async fn grow(&mut self, store: &dyn PlacementStore) -> Result<Option<Recovery>, ClusterError> {
-        let t0 = Instant::now();
+        self.replan(store, &[], Instant::now()).await
+    }
+
+    /// Registered, answering workers that are not in the placement.
+    async fn fresh_workers(
+        &self,
+        store: &dyn PlacementStore,
+    ) -> Result<Vec<(emesh_store::WorkerRecord, WorkerClient<Channel>)>, ClusterError> {
         let mut fresh = Vec::new();
         for w in store.workers().await? {
             if self.ids.contains(&w.id) || self.addrs.contains(&w.addr) {
                 continue;
             }
-            let Ok(client) = tokio::time::timeout(HEALTH_TIMEOUT, connect(&w.addr, HEALTH_TIMEOUT)).await else {
+            let Ok(Ok(client)) = tokio::time::timeout(HEALTH_TIMEOUT, connect(&w.addr, HEALTH_TIMEOUT)).await else {
                 continue;
             };
-            let Ok(client) = client else { continue };
-            let p = probe_one(client.clone()).await;
-            if p.alive {
+            if probe_one(client.clone()).await.alive {
                 fresh.push((w, client));
             }
         }
-        let tp = self.plan.tp;
-        fresh.truncate(fresh.len() / tp * tp);
+        Ok(fresh)
+    }
+
+    /// A fresh plan over the ranks not `dead` plus registered workers without a role, as many
+    /// whole attention groups as they make. `Ok(None)` when no worker joins (or none is left).
+    async fn replan(
+        &mut self,
+        store: &dyn PlacementStore,
+        dead: &[Rank],
+        t0: Instant,
+    ) -> Result<Option<Recovery>, ClusterError> {
+        let mut fresh = self.fresh_workers(store).await?;
         if fresh.is_empty() {
             return Ok(None);
         }
-        let mut workers: Vec<WorkerSpec> =
-            self.plan.ranks.iter().map(|r| WorkerSpec { id: r.worker.clone(), budget_bytes: r.budget_bytes }).collect();
+        let tp = self.plan.tp;
+        let alive: Vec<usize> = (0..self.world()).filter(|r| !dead.contains(&Rank(*r as u32))).collect();
+        let n = (alive.len() + fresh.len()) / tp * tp;
+        if n == 0 || n <= alive.len() && dead.is_empty() {
+            return Ok(None);
+        }
+        fresh.truncate(n.saturating_sub(alive.len()));
+        let kept: Vec<usize> = alive.into_iter().take(n).collect();
         let budget = |b: u64| if b > 0 { b } else { self.opts.default_budget };
+        let mut workers: Vec<WorkerSpec> = kept
+            .iter()
+            .map(|&r| WorkerSpec { id: self.ids[r].clone(), budget_bytes: self.plan.ranks[r].budget_bytes })
+            .collect();
         workers
             .extend(fresh.iter().map(|(w, _)| WorkerSpec { id: w.id.clone(), budget_bytes: budget(w.memory_budget) }));
-        let dp = workers.len() / tp;
         let mut req = PlanRequest::new(
             &self.config,
             WeightForm::from_config(&self.config, WeightForm::DenseF32),
-            Layout::new(tp, dp),
+            Layout::new(tp, n / tp),
             workers,
         );
         req.redundant_slots_per_rank = self.opts.redundant_slots_per_rank;
         req.epoch = self.plan.epoch.next();
-        let mut plan = Plan::new(&req)?;
+        let mut plan = Plan::new(&req).map_err(|e| ClusterError::Degraded(format!("even with new workers: {e}")))?;
         self.publish(store, &mut plan).await?;
+        let left: Vec<String> = (0..self.world()).filter(|r| !kept.contains(r)).map(|r| self.ids[r].clone()).collect();
         let joined: Vec<String> = fresh.iter().map(|(w, _)| w.id.clone()).collect();
+        let mut addrs: Vec<String> = kept.iter().map(|&r| self.addrs[r].clone()).collect();
+        let mut clients: Vec<_> = kept.iter().map(|&r| self.clients[r].clone()).collect();
+        let mut ids: Vec<String> = kept.iter().map(|&r| self.ids[r].clone()).collect();
         for (w, c) in fresh {
-            self.addrs.push(w.addr);
-            self.clients.push(c);
-            self.ids.push(w.id);
+            addrs.push(w.addr);
+            clients.push(c);
+            ids.push(w.id);
         }
+        self.addrs = addrs;
+        self.clients = clients;
+        self.ids = ids;
         self.plan = plan;
-        let rec = self.load_new_epoch(store, t0, vec![], joined, 0).await?;
-        Ok(Some(rec))
+        Ok(Some(self.load_new_epoch(store, t0, left, joined, 0).await?))
     }
 
     /// Moves `plan` past every epoch in the store and publishes it by compare-and-swap.

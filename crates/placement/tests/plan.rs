@@ -254,3 +254,47 @@ fn extreme_requests_give_errors_not_panics() {
     assert!(broken.validate().is_err());
     assert!(broken.repair(&[Rank(0)]).is_err());
 }
+
+#[test]
+fn repair_serving_drops_broken_groups_and_renumbers() {
+    let cfg = common::tiny(12);
+    let mut req = request(&cfg, 2, 3, GIB);
+    req.redundant_slots_per_rank = 1;
+    let plan = Plan::new(&req).unwrap();
+    // Rank 3 dies: its group (ranks 2 and 3) leaves whole; ranks 4 and 5 become 2 and 3.
+    let (rep, old) = plan.repair_serving(&[Rank(3)]).unwrap();
+    assert_eq!(old, vec![Rank(0), Rank(1), Rank(4), Rank(5)]);
+    assert_eq!((rep.plan.dp, rep.plan.tp, rep.plan.ranks.len()), (2, 2, 4));
+    assert_eq!(rep.plan.epoch, plan.epoch.next());
+    for (i, r) in rep.plan.ranks.iter().enumerate() {
+        assert_eq!(r.rank, Rank(i as u32));
+        assert_eq!((r.group, r.position), (i / 2, i % 2), "groups are dense and whole");
+        let was = plan.rank(old[i]).unwrap();
+        assert_eq!((&r.worker, &r.heads, &r.out_groups), (&was.worker, &was.heads, &was.out_groups));
+    }
+    assert_eq!(rep.plan.serving_groups(), vec![0, 1]);
+    rep.plan.validate().unwrap();
+    // Every surviving copy keeps serving from the same worker under its new rank number.
+    for (li, layer) in rep.plan.experts.iter().enumerate() {
+        for (e, h) in layer.iter().enumerate() {
+            let before: Vec<Rank> = plan
+                .holders(LayerId(li as u32), ExpertId(e as u32))
+                .iter()
+                .copied()
+                .filter(|r| old.contains(r))
+                .map(|r| Rank(old.iter().position(|o| *o == r).unwrap() as u32))
+                .collect();
+            if !before.is_empty() {
+                assert_eq!(h, &before, "layer {li} expert {e}");
+            }
+        }
+    }
+    for l in &rep.loads {
+        assert!(l.rank.0 < 4);
+    }
+    // Nothing dead: the same plan, a new epoch.
+    let (same, old) = plan.repair_serving(&[]).unwrap();
+    assert_eq!(old.len(), 6);
+    assert_eq!(same.plan.experts, plan.experts);
+    assert!(same.loads.is_empty());
+}

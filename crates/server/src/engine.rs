@@ -13,9 +13,18 @@ use tokio::sync::mpsc;
 /// What a job hears from the engine, in order: tokens, then `Done` or `Failed`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Token { token: u32, logprobs: Option<TokenLogprobs> },
-    Done { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    Token {
+        token: u32,
+        logprobs: Option<TokenLogprobs>,
+    },
+    Done {
+        reason: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Failed(String),
+    /// Failed because the cluster cannot serve now (degraded): the client may retry later.
+    Unavailable(String),
 }
 
 pub struct Job {
@@ -111,7 +120,13 @@ pub async fn engine_loop_with<C: Stepper + Send>(
                     }
                 }
             }
-            Err(e) => on_step_error(&e, &mut cluster, &mut batcher, &mut inflight).await,
+            Err(e) => {
+                on_step_error(&e, &mut cluster, &mut batcher, &mut inflight).await;
+                // A degraded cluster fails every step at once: do not spin on it (the runtime
+                // also renews the leader lease and answers health checks).
+                let pause = if e.is_degraded() { 200 } else { 10 };
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
         }
     }
 }
@@ -129,7 +144,8 @@ pub async fn on_step_error<C: Stepper>(
     tracing::error!("step failed: {e}");
     for (id, r) in inflight.drain() {
         batcher.cancel(id);
-        let _ = r.events.send(Event::Failed(format!("the cluster failed a step: {e}")));
+        let msg = format!("the cluster failed a step: {e}");
+        let _ = r.events.send(if e.is_degraded() { Event::Unavailable(msg) } else { Event::Failed(msg) });
     }
 }
 

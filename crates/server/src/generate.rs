@@ -119,6 +119,7 @@ async fn next_pieces(g: &mut Gen) -> Result<(Vec<Piece>, Option<&'static str>), 
         }
         Some(Event::Done { reason, .. }) => Ok((g.out.finish(), Some(reason.as_str()))),
         Some(Event::Failed(msg)) => Err(ApiError::internal(msg)),
+        Some(Event::Unavailable(msg)) => Err(ApiError::unavailable(msg)),
         None => Err(ApiError::unavailable("the engine stopped")),
     }
 }

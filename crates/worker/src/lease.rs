@@ -155,3 +155,34 @@ async fn register(store: &dyn PlacementStore, record: &WorkerRecord, ttl: Durati
     store.register_worker_leased(record.clone(), lease.id).await.map_err(|e| e.to_string())?;
     Ok(lease.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_serves_only_its_newest_epoch_with_a_fresh_lease() {
+        let mut f = Fence::new(Some(Duration::from_millis(200)));
+        f.loaded(Epoch(3));
+        assert!(f.admit(Epoch(3)).is_err(), "never registered: refused");
+        f.renewed = Some(Instant::now());
+        assert!(f.admit(Epoch(3)).is_ok());
+        assert!(f.served(Epoch(3)).is_ok());
+        assert_eq!((f.steps_served, f.last_served), (1, Epoch(3)));
+        f.saw_epoch(Epoch(4));
+        assert!(f.admit(Epoch(3)).is_err(), "a newer epoch was published");
+        assert_eq!(f.stale_refused, 1);
+        assert!(f.reason().is_some_and(|r| r.contains("newer")));
+        f.loaded(Epoch(4));
+        assert!(f.served(Epoch(4)).is_ok());
+        std::thread::sleep(Duration::from_millis(250));
+        let e = f.admit(Epoch(4)).unwrap_err();
+        assert!(e.message().contains("lease not renewed"), "{}", e.message());
+        f.renewed = Some(Instant::now());
+        assert!(f.admit(Epoch(4)).is_ok(), "a renewal lifts the fence");
+        // Without a store there is no lease to check.
+        let mut free = Fence::new(None);
+        free.loaded(Epoch(1));
+        assert!(free.admit(Epoch(1)).is_ok());
+    }
+}
