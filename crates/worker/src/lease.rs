@@ -130,6 +130,10 @@ pub async fn keep_registered(svc: WorkerService, reg: Registration, bound: Strin
         lock(&svc.inner.fence).renewed = Some(Instant::now());
         tracing::info!("{}: registered at {} (lease {lease:x})", record.id, record.addr);
         loop {
+            if svc.is_cut_off() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             let sent = Instant::now();
             match reg.store.keep_alive(lease).await {
                 Ok(true) => lock(&svc.inner.fence).renewed = Some(sent),

@@ -74,6 +74,9 @@ impl Phase {
 
 pub(crate) struct Inner {
     pub(crate) fence: Mutex<Fence>,
+    /// Set by the `worker::cut_off` fault point: until then the worker behaves as if its
+    /// network were gone (no answers, no lease renewals).
+    cut_until: Mutex<Option<Instant>>,
     stats: Arc<Mutex<crate::cluster_comm::ExchangeStats>>,
     cfg: WorkerConfig,
     slot: PeerSlot,
@@ -98,6 +101,7 @@ impl WorkerService {
             inner: Arc::new(Inner {
                 fence: Mutex::new(Fence::new(cfg.registration.as_ref().map(|r| r.ttl))),
                 stats: Arc::default(),
+                cut_until: Mutex::new(None),
                 cfg,
                 slot: Arc::new(RwLock::new(None)),
                 core: Arc::new(Mutex::new(None)),
@@ -114,6 +118,23 @@ impl WorkerService {
 
     fn set_phase(&self, p: Phase) {
         *lock(&self.inner.phase) = p;
+    }
+
+    /// Whether the `worker::cut_off` fault has cut this worker off right now.
+    pub(crate) fn is_cut_off(&self) -> bool {
+        lock(&self.inner.cut_until).is_some_and(|t| t > Instant::now())
+    }
+
+    /// While cut off, an RPC gets no answer until the cut heals, and then fails as a late one.
+    async fn through_the_cut(&self) -> Result<(), Status> {
+        let until = *lock(&self.inner.cut_until);
+        match until {
+            Some(t) if t > Instant::now() => {
+                tokio::time::sleep_until(t.into()).await;
+                Err(Status::unavailable("the worker was cut off the network"))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn worker_id(&self) -> &str {
@@ -149,6 +170,7 @@ fn status(e: impl std::fmt::Display, code: tonic::Code) -> Status {
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn load(&self, req: Request<pb::LoadRequest>) -> Result<Response<pb::LoadResponse>, Status> {
+        self.through_the_cut().await?;
         let r = req.into_inner();
         let t0 = Instant::now();
         let plan: Plan =
@@ -250,6 +272,12 @@ impl Worker for WorkerService {
     }
 
     async fn step(&self, req: Request<pb::StepRequest>) -> Result<Response<pb::StepResponse>, Status> {
+        // `worker::cut_off=N*off->1*return(MS)->off`: after N steps, no network for MS ms.
+        if let Some(ms) = fail::eval("worker::cut_off", |arg| arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(3000)) {
+            tracing::warn!("fail point worker::cut_off: no network for {ms} ms");
+            *lock(&self.inner.cut_until) = Some(Instant::now() + Duration::from_millis(ms));
+        }
+        self.through_the_cut().await?;
         let r = req.into_inner();
         let phase = *lock(&self.inner.phase);
         if phase.refuses_steps() {
@@ -320,6 +348,7 @@ impl Worker for WorkerService {
     }
 
     async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        self.through_the_cut().await?;
         let f = lock(&self.inner.fence).clone();
         let reason = f.reason();
         let phase = *lock(&self.inner.phase);
