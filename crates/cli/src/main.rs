@@ -40,7 +40,7 @@ enum Command {
     /// Simulate worker failures on a planned cluster and compare recovery policies.
     Simulate(cmd_simulate::Args),
     /// Place the model on running `emesh worker`s and drive them.
-    Coordinator(cmd_coordinator::Args),
+    Coordinator(Box<cmd_coordinator::Args>),
     /// Start a coordinator and N workers in this process and generate through them.
     Up(cmd_up::Args),
     /// Check the engine (or a cluster) against a golden fixture folder; prints one JSON line.
@@ -64,7 +64,7 @@ fn main() {
         Command::Plan(a) => cmd_plan::run(a),
         Command::Simulate(a) => cmd_simulate::run(a),
         Command::Up(a) => cmd_up::run(a),
-        Command::Coordinator(a) => cmd_coordinator::run(a),
+        Command::Coordinator(a) => cmd_coordinator::run(*a),
         Command::Verify(a) => cmd_verify::run(a),
         Command::Worker(a) => cmd_worker::run(a),
     };

@@ -12,7 +12,6 @@
 //! Recovery times (from the failure to the next completed step, read from the coordinator's log)
 //! are printed for the issue notes.
 
-#[allow(dead_code)]
 mod common;
 
 use emesh_store::etcd_server::{free_port, unique_prefix, EtcdServer};
