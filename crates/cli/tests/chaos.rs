@@ -812,3 +812,69 @@ async fn survivors_too_small_degrade_then_a_new_worker_restores() {
     assert!(log.contains("serving again"), "the first coordinator itself recovered\n{}", h.logs());
     drop(extra);
 }
+
+/// `cluster/local.sh` with `ETCD=1` (the recipe users run by hand) starts the same failover
+/// setup: it serves, and keeps serving the same tokens after a worker is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_script_runs_a_failover_cluster() {
+    if emesh_store::etcd_server::find_etcd().is_none() || !emesh_store::HAS_ETCD {
+        assert!(!emesh_store::etcd_server::etcd_required(), "etcd is required (EMESH_REQUIRE_ETCD=1) but absent");
+        eprintln!("SKIPPED: the_local_script_runs_a_failover_cluster needs etcd");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let cfg = emesh_model::gen::preset("tiny").unwrap();
+    emesh_model::gen::generate(&model, &cfg, emesh_model::gen::GenDtype::F32, 7, 1 << 30, |_| {}).unwrap();
+    let reference = reference(&model);
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/local.sh");
+    struct Script(Child);
+    impl Drop for Script {
+        fn drop(&mut self) {
+            // SIGTERM: the script's trap stops everything it started.
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .args(["ep3", "--model", model.to_str().unwrap(), "--max-seqs", "16"])
+        .env("ETCD", "1")
+        .env("HTTP_PORT", port.to_string())
+        .env("EMESH", env!("CARGO_BIN_EXE_emesh"))
+        .env("EMESH_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _script = Script(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut procs = Vec::new();
+    while procs.iter().filter(|v: &&serde_json::Value| v["role"] == "coordinator").count() < 2 {
+        let line = lines.next().expect("local.sh ended early").unwrap();
+        procs.push(serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    let http = format!("127.0.0.1:{port}");
+    let standby = format!("127.0.0.1:{}", port + 1);
+    let t0 = Instant::now();
+    while !matches!(common::try_request(&http, "GET", "/ready", &[], b""), Ok((200, _))) {
+        assert!(t0.elapsed() < DEADLINE, "the local cluster never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while !matches!(common::try_request(&standby, "GET", "/health", &[], b""), Ok((200, _))) {
+        assert!(t0.elapsed() < DEADLINE, "the standby never answered /health");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(matches!(common::try_request(&standby, "GET", "/ready", &[], b""), Ok((503, _))), "and not ready");
+    let worker = procs.iter().find(|v| v["role"] == "worker" && v["id"] == "w2").unwrap();
+    let addrs = vec![http.clone(), standby];
+    let got = tokio::task::block_in_place(|| {
+        run_load(&addrs, Duration::from_millis(300), || {
+            let pid = worker["pid"].to_string();
+            assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+        })
+    });
+    assert_eq!(got, reference, "through local.sh, with a worker killed");
+}
