@@ -150,28 +150,20 @@ impl WorkerCore {
             let bytes = core.weight_bytes() as u64;
             return Ok((core, Reload { reused: false, experts: 0, bytes }));
         };
-        let rp = plan.rank(rank).ok_or_else(|| WorkerError::Invalid(format!("{rank} is not in the placement")))?;
         let mut engine = old.engine;
         let cfg = engine.cfg.clone();
-        if rp.experts.len() != cfg.num_layers {
-            return Err(WorkerError::Invalid(format!(
-                "placement lists experts for {} layers, the model has {}",
-                rp.experts.len(),
-                cfg.num_layers
-            )));
-        }
+        let shard = shard_of(&cfg, &plan, rank)?;
         let mut wanted = Vec::new();
-        for (li, held) in rp.experts.iter().enumerate() {
+        for (li, held) in shard.experts.iter().enumerate() {
             let layer = &mut engine.weights.layers[li].moe.experts;
             let mut next: Vec<Option<weights::ExpertWeights>> = vec![None; layer.len()];
-            for e in held {
-                let i = e.index();
-                let slot = next.get_mut(i).ok_or_else(|| {
-                    WorkerError::Invalid(format!("placement asks for expert {i} of layer {li}; the model has fewer"))
+            for &e in held {
+                let slot = next.get_mut(e as usize).ok_or_else(|| {
+                    WorkerError::Invalid(format!("placement asks for expert {e} of layer {li}; the model has fewer"))
                 })?;
-                match layer[i].take() {
+                match layer[e as usize].take() {
                     Some(w) => *slot = Some(w),
-                    None => wanted.push((li, e.0)),
+                    None => wanted.push((li, e)),
                 }
             }
             *layer = next;
