@@ -1,6 +1,6 @@
 //! The OpenAI API of `emesh up` end to end: streaming against non-streaming, seeded sampling
 //! alone and in a mixed batch, stop strings, log-probabilities, tokenize, metrics, the API key,
-//! bad input and a client that disconnects mid-stream.
+//! `n` choices (greedy, seeded, streamed), bad input and a client that disconnects mid-stream.
 
 mod common;
 
@@ -218,7 +218,10 @@ fn tokenize_metrics_api_key_bad_input_and_disconnects() {
         ("/v1/completions", br#"{"prompt": "a", "temperature": "warm"}"#.to_vec(), 400, "temperature"),
         ("/v1/completions", br#"{"prompt": "a", "top_p": 7}"#.to_vec(), 400, "top_p"),
         ("/v1/completions", br#"{"prompt": "a", "top_k": -9}"#.to_vec(), 400, "top_k"),
-        ("/v1/completions", br#"{"prompt": "a", "n": 3}"#.to_vec(), 400, "n"),
+        ("/v1/completions", br#"{"prompt": "a", "n": 0}"#.to_vec(), 400, "n"),
+        ("/v1/completions", br#"{"prompt": "a", "n": 17}"#.to_vec(), 400, "n"),
+        ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "n": 17}"#.to_vec(), 400, "n"),
+        ("/v1/completions", br#"{"prompt": "a", "best_of": 2}"#.to_vec(), 400, "best_of"),
         ("/v1/completions", br#"{"prompt": "a", "seed": "abc"}"#.to_vec(), 400, "seed"),
         ("/v1/completions", br#"{"prompt": "a", "stop": {"x": 1}}"#.to_vec(), 400, "stop"),
         ("/v1/completions", br#"{"prompt": "a", "logprobs": 1000}"#.to_vec(), 400, "logprobs"),
@@ -255,11 +258,12 @@ fn tokenize_metrics_api_key_bad_input_and_disconnects() {
         assert!(e["error"]["param"].as_str().unwrap_or("").starts_with(param), "{param}: {b}");
     }
 
-    // A client that goes away mid-stream is cancelled; the server goes on serving.
+    // A client that goes away mid-stream is cancelled, every choice of it; the server goes on.
     {
         use std::io::{Read, Write};
         let body =
-            json!({"prompt": "Tell me everything", "max_tokens": 3000, "ignore_eos": true, "stream": true}).to_string();
+            json!({"prompt": "Tell me everything", "max_tokens": 3000, "ignore_eos": true, "stream": true, "n": 3})
+                .to_string();
         let mut s = std::net::TcpStream::connect(a).unwrap();
         write!(s, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
         let mut buf = [0u8; 4096];
@@ -283,4 +287,86 @@ fn tokenize_metrics_api_key_bad_input_and_disconnects() {
     let (s, b) =
         call("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}));
     assert_eq!(s, 200, "{b}");
+}
+
+fn choice_tokens(v: &Value, i: usize) -> Vec<u64> {
+    v["choices"][i]["token_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn n_choices_greedy_seeded_streamed_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    text_model(tmp.path(), 4096);
+    let srv = Server::start(tmp.path(), &[], &[]);
+    let a = srv.addr.as_str();
+
+    // Greedy: three identical choices, each the n = 1 answer; usage counts the prompt once.
+    let greedy = json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "ignore_eos": true});
+    let one = ok(a, "/v1/completions", &greedy);
+    let mut r = greedy.clone();
+    r["n"] = json!(3);
+    let three = ok(a, "/v1/completions", &r);
+    let choices = three["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["text"], one["choices"][0]["text"], "greedy choice {i}");
+        assert_eq!(choice_tokens(&three, i), tokens(&one));
+    }
+    let prompt_tokens = one["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(three["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(three["usage"]["completion_tokens"], 18);
+    assert_eq!(three["usage"]["total_tokens"], prompt_tokens + 18);
+
+    // Seeded: choice i is the n = 1 request with seed + i, and the choices differ.
+    let sampled = json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 1.0, "seed": 7,
+        "ignore_eos": true});
+    let mut r = sampled.clone();
+    r["n"] = json!(3);
+    let many = ok(a, "/v1/completions", &r);
+    for i in 0..3 {
+        let mut alone = sampled.clone();
+        alone["seed"] = json!(7 + i);
+        assert_eq!(choice_tokens(&many, i), tokens(&ok(a, "/v1/completions", &alone)), "choice {i}");
+    }
+    assert_ne!(choice_tokens(&many, 0), choice_tokens(&many, 1), "choices draw with different seeds");
+
+    // Streaming n = 2: per-index deltas add up to the non-streaming choices, each ends once,
+    // and the usage chunk sums both.
+    let mut r = sampled.clone();
+    r["n"] = json!(2);
+    let whole = ok(a, "/v1/completions", &r);
+    r["stream"] = json!(true);
+    r["stream_options"] = json!({"include_usage": true});
+    let events = stream(a, "/v1/completions", &r);
+    for i in 0..2u64 {
+        let mine: Vec<&Value> = events.iter().filter(|e| e["choices"][0]["index"] == i).collect();
+        let text: String = mine.iter().filter_map(|e| e["choices"][0]["text"].as_str()).collect();
+        assert_eq!(text, whole["choices"][i as usize]["text"].as_str().unwrap(), "choice {i}");
+        let finish: Vec<&Value> =
+            mine.iter().map(|e| &e["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+        assert_eq!(finish, vec!["length"], "choice {i}");
+        assert!(!mine.last().unwrap()["choices"][0]["finish_reason"].is_null(), "choice {i} ends with its finish");
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], whole["usage"]);
+    assert_eq!(last["usage"]["completion_tokens"], 16);
+
+    // Chat, streaming n = 2: a role chunk per choice, per-index content matching the whole answer.
+    let chat = json!({"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8, "temperature": 0.9,
+        "seed": 3, "n": 2, "chat_template_kwargs": {"thinking": true}});
+    let whole = ok(a, "/v1/chat/completions", &chat);
+    assert_eq!(whole["choices"].as_array().unwrap().len(), 2);
+    let mut c = chat.clone();
+    c["stream"] = json!(true);
+    let events = stream(a, "/v1/chat/completions", &c);
+    for i in 0..2u64 {
+        let mine: Vec<&Value> = events.iter().filter(|e| e["choices"][0]["index"] == i).collect();
+        assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant");
+        let part = |k: &str| -> String { mine.iter().filter_map(|e| e["choices"][0]["delta"][k].as_str()).collect() };
+        let msg = &whole["choices"][i as usize]["message"];
+        assert_eq!(part("reasoning_content"), msg["reasoning_content"].as_str().unwrap_or(""), "choice {i}");
+        assert_eq!(part("content"), msg["content"].as_str().unwrap_or(""), "choice {i}");
+    }
 }

@@ -5,7 +5,8 @@ use crate::engine::Job;
 use crate::error::ApiError;
 use crate::parse::{self, token_ids};
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,16 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
+
+/// Largest request body read, in bytes (32 MiB): room for a prompt of a whole context of token
+/// ids as JSON with long tool schemas, small enough that a client cannot make the server buffer
+/// without bound. A larger body is a 413 with an OpenAI-shaped error.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// A request body, or the OpenAI-shaped error for one axum could not read.
+pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(ApiError::from)
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -95,6 +106,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route", None) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method", None)
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
@@ -154,8 +169,8 @@ fn tokenizer(s: &AppState) -> Result<&Tokenizer, ApiError> {
 
 /// vLLM's `/tokenize`: `{"prompt"}` or `{"messages"}`, with `add_special_tokens` (BOS first;
 /// default true for a prompt, false for messages, whose rendering starts with BOS already).
-async fn tokenize(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let m = parse::parse_object(&body)?;
+async fn tokenize(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let m = parse::parse_object(&body(b)?)?;
     parse::check_model(&m, &s.model)?;
     let t = tokenizer(&s)?;
     let add = |default: bool| match m.get("add_special_tokens").filter(|v| !v.is_null()) {
@@ -186,8 +201,8 @@ async fn tokenize(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>,
 }
 
 /// vLLM's `/detokenize`: `{"tokens"}` to `{"prompt"}`.
-async fn detokenize(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let m = parse::parse_object(&body)?;
+async fn detokenize(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let m = parse::parse_object(&body(b)?)?;
     parse::check_model(&m, &s.model)?;
     let t = tokenizer(&s)?;
     let ids = match m.get("tokens").filter(|v| !v.is_null()) {

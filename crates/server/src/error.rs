@@ -1,5 +1,6 @@
 //! OpenAI-shaped errors: every refusal names the field it is about, so a client can fix it.
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -63,5 +64,19 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// A body axum could not read (over [`crate::MAX_BODY_BYTES`]: 413; cut short: 400), as an
+/// OpenAI error about `body` rather than axum's plain text.
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the request body is larger than the limit of {} bytes", crate::MAX_BODY_BYTES)
+        } else {
+            format!("the request body could not be read: {}", r.body_text())
+        };
+        ApiError::new(status, message, Some("body"))
     }
 }

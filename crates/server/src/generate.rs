@@ -1,13 +1,19 @@
 //! `/v1/completions` and `/v1/chat/completions`, streaming (server-sent events) or not. Both
 //! shapes are built from the same [`Output`], fed token by token from the job's event channel.
 //! Dropping the channel (client gone, stop string seen) is what cancels the job in the engine.
+//!
+//! A request with `n` choices is `n` engine jobs, queued together or not at all, so the batcher
+//! runs them side by side and a full queue refuses the whole request. Choice `i` samples with
+//! seed `seed + i` (wrapping) when a seed is given, so a seeded response is reproducible and its
+//! choice `i` equals the `n = 1` request with seed `seed + i`.
 
-use crate::api::AppState;
+use crate::api::{body, AppState};
 use crate::engine::{Event, Job};
 use crate::error::ApiError;
 use crate::output::{Output, Piece};
 use crate::parse::{parse_chat_request, parse_completion_request, GenParams, PromptInput};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +23,7 @@ use emesh_coordinator::{Request, SamplingParams};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
+use std::task::Poll;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -33,10 +40,16 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// A submitted generation: its events and what the answer needs to know.
-struct Gen {
-    rx: mpsc::UnboundedReceiver<Event>,
+/// One choice of a generation: its job's events (`None` once it ended, which cancels the job
+/// if the engine is still at it) and its output.
+struct Choice {
+    rx: Option<mpsc::UnboundedReceiver<Event>>,
     out: Output,
+}
+
+/// A submitted generation: its choices and what the answer needs to know.
+struct Gen {
+    choices: Vec<Choice>,
     id: String,
     created: u64,
     model: String,
@@ -44,12 +57,13 @@ struct Gen {
     prompt_tokens: usize,
 }
 
-/// Checks the prompt against the model and queues the job.
+/// Checks the prompt against the model and builds the job of choice `index`.
 fn submit(
     s: &AppState,
     prompt: Vec<u32>,
     p: &GenParams,
     default_max: Option<usize>,
+    index: usize,
 ) -> Result<(Job, mpsc::UnboundedReceiver<Event>), ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::bad("prompt", "the prompt is empty"));
@@ -73,7 +87,7 @@ fn submit(
         temperature: p.temperature,
         top_p: p.top_p,
         top_k: p.top_k,
-        seed: p.seed.unwrap_or_else(random_seed),
+        seed: p.seed.map_or_else(random_seed, |seed| seed.wrapping_add(index as u64)),
     });
     let (events, rx) = mpsc::unbounded_channel();
     let req = Request {
@@ -87,20 +101,28 @@ fn submit(
     Ok((Job { req, events, arrived: Instant::now() }, rx))
 }
 
+/// Queues the `n` jobs of a request: all of them, or none (429) when the queue lacks room.
 async fn start(s: &AppState, prompt: Vec<u32>, p: GenParams, chat: Option<ThinkingMode>) -> Result<Gen, ApiError> {
     let default_max = if chat.is_some() { None } else { Some(DEFAULT_COMPLETION_TOKENS) };
-    let (job, rx) = submit(s, prompt, &p, default_max)?;
-    let prompt_tokens = job.req.prompt.len();
-    s.jobs.try_send(job).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => {
+    let prompt_tokens = prompt.len();
+    let mut jobs = Vec::with_capacity(p.n);
+    for i in 0..p.n {
+        jobs.push(submit(s, prompt.clone(), &p, default_max, i)?);
+    }
+    let permits = s.jobs.try_reserve_many(jobs.len()).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(()) => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "the request queue is full; retry later", None)
         }
-        mpsc::error::TrySendError::Closed(_) => ApiError::unavailable("the engine stopped"),
+        mpsc::error::TrySendError::Closed(()) => ApiError::unavailable("the engine stopped"),
     })?;
+    let mut choices = Vec::with_capacity(jobs.len());
+    for (permit, (job, rx)) in permits.zip(jobs) {
+        permit.send(job);
+        choices.push(Choice { rx: Some(rx), out: Output::new(s.tokenizer.clone(), &p, s.eos, chat) });
+    }
     let prefix = if chat.is_some() { "chatcmpl" } else { "cmpl" };
     Ok(Gen {
-        rx,
-        out: Output::new(s.tokenizer.clone(), &p, s.eos, chat),
+        choices,
         id: format!("{prefix}-{}", s.next_id()),
         created: now(),
         model: s.model.clone(),
@@ -109,35 +131,80 @@ async fn start(s: &AppState, prompt: Vec<u32>, p: GenParams, chat: Option<Thinki
     })
 }
 
-/// Feeds events until the end; returns the pieces and the engine's finish reason.
-async fn next_pieces(g: &mut Gen) -> Result<(Vec<Piece>, Option<&'static str>), ApiError> {
-    match g.rx.recv().await {
+/// What one event adds to a choice: its pieces and, at the end, the engine's finish reason.
+/// The end drops the choice's receiver, so a choice cut short by a stop string is cancelled.
+fn on_event(c: &mut Choice, ev: Option<Event>) -> Result<(Vec<Piece>, Option<&'static str>), ApiError> {
+    let step = match ev {
         Some(Event::Token { token, logprobs }) => {
-            let pieces = g.out.push(token, logprobs);
-            let end = g.out.stopped().then_some("stop");
+            let pieces = c.out.push(token, logprobs);
+            let end = c.out.stopped().then_some("stop");
             Ok((pieces, end))
         }
-        Some(Event::Done { reason, .. }) => Ok((g.out.finish(), Some(reason.as_str()))),
+        Some(Event::Done { reason, .. }) => Ok((c.out.finish(), Some(reason.as_str()))),
         Some(Event::Failed(msg)) => Err(ApiError::internal(msg)),
         Some(Event::Unavailable(msg)) => Err(ApiError::unavailable(msg)),
         None => Err(ApiError::unavailable("the engine stopped")),
+    };
+    if !matches!(step, Ok((_, None))) {
+        c.rx = None;
+    }
+    step
+}
+
+/// Feeds one choice events until its end; returns the engine's finish reason.
+async fn run_choice(c: &mut Choice, mut each: impl FnMut(Piece)) -> Result<&'static str, ApiError> {
+    loop {
+        let ev = match c.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => None,
+        };
+        let (pieces, end) = on_event(c, ev)?;
+        pieces.into_iter().for_each(&mut each);
+        if let Some(r) = end {
+            return Ok(r);
+        }
     }
 }
 
+/// The next event of any choice still running (`None` when all ended), taking the choices in
+/// turn from `from` so that none waits behind another.
+async fn next_event(choices: &mut [Choice], from: usize) -> Option<(usize, Option<Event>)> {
+    std::future::poll_fn(|cx| {
+        let n = choices.len();
+        let mut live = false;
+        for k in 0..n {
+            let i = (from + k) % n;
+            if let Some(rx) = choices[i].rx.as_mut() {
+                live = true;
+                if let Poll::Ready(ev) = rx.poll_recv(cx) {
+                    return Poll::Ready(Some((i, ev)));
+                }
+            }
+        }
+        if live {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    })
+    .await
+}
+
+/// Prompt tokens once, completion tokens of every choice.
 fn usage(g: &Gen) -> Value {
-    let n = g.out.tokens.len();
+    let n: usize = g.choices.iter().map(|c| c.out.tokens.len()).sum();
     json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": n, "total_tokens": g.prompt_tokens + n})
 }
 
-pub async fn completions(State(s): State<AppState>, body: Bytes) -> Response {
-    match completion_inner(s, body).await {
+pub async fn completions(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+    match async { completion_inner(s, body(b)?).await }.await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-pub async fn chat(State(s): State<AppState>, body: Bytes) -> Response {
-    match chat_inner(s, body).await {
+pub async fn chat(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+    match async { chat_inner(s, body(b)?).await }.await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -160,24 +227,22 @@ async fn completion_inner(s: AppState, body: Bytes) -> Result<Response, ApiError
     if g.params.stream {
         return Ok(sse(g, false));
     }
-    let mut text = String::new();
-    let reason = loop {
-        let (pieces, end) = next_pieces(&mut g).await?;
-        for p in pieces {
+    let mut choices = Vec::with_capacity(g.choices.len());
+    for (i, c) in g.choices.iter_mut().enumerate() {
+        let mut text = String::new();
+        let reason = run_choice(c, |p| {
             if let Piece::Text(t) = p {
                 text.push_str(&t);
             }
-        }
-        if let Some(r) = end {
-            break r;
-        }
-    };
-    let lp = g.out.completion_logprobs(true);
+        })
+        .await?;
+        let lp = c.out.completion_logprobs(true);
+        choices.push(json!({"index": i, "text": text, "token_ids": c.out.tokens, "logprobs": lp,
+                            "finish_reason": c.out.finish_reason(reason)}));
+    }
     Ok(Json(json!({
         "id": g.id, "object": "text_completion", "created": g.created, "model": g.model,
-        "choices": [{"index": 0, "text": text, "token_ids": g.out.tokens, "logprobs": lp,
-                     "finish_reason": g.out.finish_reason(reason)}],
-        "usage": usage(&g),
+        "choices": choices, "usage": usage(&g),
     }))
     .into_response())
 }
@@ -194,20 +259,19 @@ async fn chat_inner(s: AppState, body: Bytes) -> Result<Response, ApiError> {
     if g.params.stream {
         return Ok(sse(g, true));
     }
-    let reason = loop {
-        if let (_, Some(r)) = next_pieces(&mut g).await? {
-            break r;
+    let mut choices = Vec::with_capacity(g.choices.len());
+    for (i, c) in g.choices.iter_mut().enumerate() {
+        let reason = run_choice(c, |_| {}).await?;
+        let mut message = c.out.message();
+        if message["tool_calls"].as_array().is_some_and(|a| a.is_empty()) {
+            message.as_object_mut().map(|m| m.remove("tool_calls"));
         }
-    };
-    let mut message = g.out.message();
-    if message["tool_calls"].as_array().is_some_and(|a| a.is_empty()) {
-        message.as_object_mut().map(|m| m.remove("tool_calls"));
+        choices.push(json!({"index": i, "message": message, "logprobs": c.out.chat_logprobs(true),
+                            "finish_reason": c.out.finish_reason(reason)}));
     }
     Ok(Json(json!({
         "id": g.id, "object": "chat.completion", "created": g.created, "model": g.model,
-        "choices": [{"index": 0, "message": message, "logprobs": g.out.chat_logprobs(true),
-                     "finish_reason": g.out.finish_reason(reason)}],
-        "usage": usage(&g),
+        "choices": choices, "usage": usage(&g),
     }))
     .into_response())
 }
@@ -224,20 +288,21 @@ fn delta_json(d: &StreamDelta) -> Value {
     }
 }
 
-/// One chunk of the stream.
-fn chunk(g: &mut Gen, chat: bool, piece: Option<Piece>, finish: Option<&str>) -> Value {
+/// One chunk of the stream, about choice `i`.
+fn chunk(g: &mut Gen, i: usize, chat: bool, piece: Option<Piece>, finish: Option<&str>) -> Value {
+    let out = &mut g.choices[i].out;
     let (object, mut choice) = if chat {
         let delta = match &piece {
             Some(Piece::Delta(d)) => delta_json(d),
             _ => json!({}),
         };
-        ("chat.completion.chunk", json!({"index": 0, "delta": delta, "logprobs": g.out.chat_logprobs(false)}))
+        ("chat.completion.chunk", json!({"index": i, "delta": delta, "logprobs": out.chat_logprobs(false)}))
     } else {
         let text = match piece {
             Some(Piece::Text(t)) => t,
             _ => String::new(),
         };
-        ("text_completion", json!({"index": 0, "text": text, "logprobs": g.out.completion_logprobs(false)}))
+        ("text_completion", json!({"index": i, "text": text, "logprobs": out.completion_logprobs(false)}))
     };
     choice["finish_reason"] = json!(finish);
     json!({"id": g.id, "object": object, "created": g.created, "model": g.model, "choices": [choice]})
@@ -247,40 +312,51 @@ fn event(v: &Value) -> Result<Bytes, Infallible> {
     Ok(Bytes::from(format!("data: {v}\n\n")))
 }
 
+/// Sends the events of every choice as they come: each choice's deltas in order, then its
+/// finish chunk. `Err(())` when the client is gone.
+async fn stream_choices(
+    g: &mut Gen,
+    chat: bool,
+    tx: &mpsc::Sender<Result<Bytes, Infallible>>,
+) -> Result<Result<(), ApiError>, ()> {
+    let mut from = 0;
+    while let Some((i, ev)) = next_event(&mut g.choices, from).await {
+        from = (i + 1) % g.choices.len();
+        let (pieces, end) = match on_event(&mut g.choices[i], ev) {
+            Ok(step) => step,
+            Err(e) => return Ok(Err(e)),
+        };
+        for p in pieces {
+            let c = chunk(g, i, chat, Some(p), None);
+            tx.send(event(&c)).await.map_err(|_| ())?;
+        }
+        if let Some(reason) = end {
+            let reason = g.choices[i].out.finish_reason(reason);
+            let last = chunk(g, i, chat, None, Some(reason));
+            tx.send(event(&last)).await.map_err(|_| ())?;
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// The streaming answer: a task turns events into server-sent events; when the client goes away
-/// the task ends and drops the job's receiver, which cancels the job.
+/// the task ends and drops every choice's receiver, which cancels their jobs.
 fn sse(mut g: Gen, chat: bool) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         if chat {
-            let mut first = chunk(&mut g, true, None, None);
-            first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
-            first["choices"][0]["logprobs"] = Value::Null;
-            if tx.send(event(&first)).await.is_err() {
-                return;
+            for i in 0..g.choices.len() {
+                let mut first = chunk(&mut g, i, true, None, None);
+                first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
+                first["choices"][0]["logprobs"] = Value::Null;
+                if tx.send(event(&first)).await.is_err() {
+                    return;
+                }
             }
         }
-        let end = loop {
-            match next_pieces(&mut g).await {
-                Ok((pieces, end)) => {
-                    for p in pieces {
-                        let c = chunk(&mut g, chat, Some(p), None);
-                        if tx.send(event(&c)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if let Some(r) = end {
-                        break Ok(r);
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        match end {
-            Ok(reason) => {
-                let reason = g.out.finish_reason(reason);
-                let last = chunk(&mut g, chat, None, Some(reason));
-                let _ = tx.send(event(&last)).await;
+        match stream_choices(&mut g, chat, &tx).await {
+            Err(()) => return,
+            Ok(Ok(())) => {
                 if g.params.include_usage {
                     let object = if chat { "chat.completion.chunk" } else { "text_completion" };
                     let u = json!({"id": g.id, "object": object, "created": g.created, "model": g.model,
@@ -288,7 +364,7 @@ fn sse(mut g: Gen, chat: bool) -> Response {
                     let _ = tx.send(event(&u)).await;
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let _ = tx.send(event(&e.body())).await;
             }
         }

@@ -14,7 +14,7 @@ pub mod metrics;
 mod output;
 pub mod parse;
 
-pub use api::{router, AppState};
+pub use api::{router, AppState, MAX_BODY_BYTES};
 pub use engine::{engine_loop, engine_loop_with, on_step_error, Event, InFlight, Job, Running};
 pub use error::ApiError;
 pub use output::StopFilter;

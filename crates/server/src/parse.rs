@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 pub const MAX_STOP: usize = 16;
 /// Most alternatives `logprobs` / `top_logprobs` may ask for.
 pub const MAX_LOGPROBS: u32 = 20;
+/// Most choices (`n`) one request may ask for: each is its own engine job, so `n` bounds how
+/// much of the batch a single request can take.
+pub const MAX_N: usize = 16;
 
 /// Generation parameters shared by both endpoints.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +30,8 @@ pub struct GenParams {
     pub logprobs: Option<u32>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices to generate (`1..=MAX_N`); choice `i` samples with seed `seed + i`.
+    pub n: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -125,11 +130,7 @@ pub fn token_ids(v: &Value, key: &str) -> Result<Vec<u32>, ApiError> {
 }
 
 fn params(m: &Object, chat: bool) -> Result<GenParams, ApiError> {
-    if let Some(n) = integer(m, "n", i64::MIN, i64::MAX)? {
-        if n != 1 {
-            return Err(ApiError::bad("n", "only n = 1 is supported"));
-        }
-    }
+    let n = integer(m, "n", 1, MAX_N as i64)?.map_or(1, |n| n as usize);
     for key in ["presence_penalty", "frequency_penalty"] {
         if number(m, key, -2.0, 2.0)?.is_some_and(|x| x != 0.0) {
             return Err(ApiError::bad(key, format!("`{key}` is not supported; send 0 or omit it")));
@@ -207,6 +208,7 @@ fn params(m: &Object, chat: bool) -> Result<GenParams, ApiError> {
         logprobs,
         stream,
         include_usage,
+        n,
     })
 }
 
@@ -280,13 +282,18 @@ mod tests {
         assert_eq!(ok.params.temperature, 0.5);
         assert_eq!(ok.params.seed, Some(3));
         assert_eq!(ok.params.stop, vec!["x".to_string()]);
+        assert_eq!(ok.params.n, 1);
+        let many = parse_completion_request(br#"{"prompt": "hi", "n": 16}"#, "m").unwrap();
+        assert_eq!(many.params.n, MAX_N);
         let cases: &[(&[u8], &str)] = &[
             (b"{", "body"),
             (br#"{"prompt": "a", "temperature": -1}"#, "temperature"),
             (br#"{"prompt": "a", "temperature": "hot"}"#, "temperature"),
             (br#"{"prompt": "a", "top_p": 0}"#, "top_p"),
             (br#"{"prompt": "a", "top_k": -5}"#, "top_k"),
-            (br#"{"prompt": "a", "n": 2}"#, "n"),
+            (br#"{"prompt": "a", "n": 0}"#, "n"),
+            (br#"{"prompt": "a", "n": 17}"#, "n"),
+            (br#"{"prompt": "a", "n": 1.5}"#, "n"),
             (br#"{"prompt": "a", "stop": [1]}"#, "stop"),
             (br#"{"prompt": "a", "logprobs": 99}"#, "logprobs"),
             (br#"{"prompt": "a", "max_tokens": 0}"#, "max_tokens"),

@@ -5,7 +5,7 @@ use emesh_server::parse::{parse_chat_request, parse_completion_request};
 
 const SEEDS: &[&str] = &[
     r#"{"model": "m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 5, "stop": ["\n", "."], "logprobs": 2, "stream": true, "stream_options": {"include_usage": true}}"#,
-    r#"{"prompt": [1, 2, 3, 4], "max_completion_tokens": 3, "stop_token_ids": [7], "ignore_eos": true, "n": 1}"#,
+    r#"{"prompt": [1, 2, 3, 4], "max_completion_tokens": 3, "stop_token_ids": [7], "ignore_eos": true, "n": 2}"#,
     r#"{"model": "m", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}], "logprobs": true, "top_logprobs": 3, "chat_template_kwargs": {"thinking": true}}"#,
     r#"{"messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get", "arguments": "{\"city\": \"Paris\"}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "sunny"}], "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}], "tool_choice": "auto", "reasoning_effort": "high"}"#,
 ];
