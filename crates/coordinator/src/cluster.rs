@@ -90,6 +90,10 @@ pub struct Cluster {
     pub config: ModelConfig,
     pub(crate) opts: ClusterOptions,
     pub(crate) step: u64,
+    /// Registered workers that did not answer a probe, by address, and when to try again (a
+    /// hung worker's record outlives it by up to a lease TTL; probing it every time would stall
+    /// every step boundary for the probe timeout).
+    pub(crate) unanswered: std::collections::HashMap<String, std::time::Instant>,
     /// Weight bytes each rank loaded.
     pub weight_bytes: Vec<u64>,
 }
@@ -193,6 +197,7 @@ impl Cluster {
             config,
             opts: opts.clone(),
             step: 0,
+            unanswered: Default::default(),
             weight_bytes: vec![],
         };
         let loads = cluster.load_all(&plan_json).await?;

@@ -29,6 +29,9 @@ use tonic::transport::Channel;
 /// How long a health probe may take before the worker counts as dead.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a registered worker that did not answer is left alone before it is probed again.
+const UNANSWERED_BACKOFF: Duration = Duration::from_secs(5);
+
 /// What a placement change did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovery {
@@ -167,19 +170,25 @@ impl Cluster {
 
     /// Registered, answering workers that are not in the placement.
     async fn fresh_workers(
-        &self,
+        &mut self,
         store: &dyn PlacementStore,
     ) -> Result<Vec<(emesh_store::WorkerRecord, WorkerClient<Channel>)>, ClusterError> {
         let mut fresh = Vec::new();
+        let now = Instant::now();
+        self.unanswered.retain(|_, retry| *retry > now);
         for w in store.workers().await? {
-            if self.ids.contains(&w.id) || self.addrs.contains(&w.addr) {
+            if self.ids.contains(&w.id) || self.addrs.contains(&w.addr) || self.unanswered.contains_key(&w.addr) {
                 continue;
             }
-            let Ok(Ok(client)) = tokio::time::timeout(HEALTH_TIMEOUT, connect(&w.addr, HEALTH_TIMEOUT)).await else {
-                continue;
+            let probed = async {
+                let client = tokio::time::timeout(HEALTH_TIMEOUT, connect(&w.addr, HEALTH_TIMEOUT)).await.ok()?.ok()?;
+                probe_one(client.clone()).await.alive.then_some(client)
             };
-            if probe_one(client.clone()).await.alive {
-                fresh.push((w, client));
+            match probed.await {
+                Some(client) => fresh.push((w, client)),
+                None => {
+                    self.unanswered.insert(w.addr.clone(), now + UNANSWERED_BACKOFF);
+                }
             }
         }
         Ok(fresh)
