@@ -24,6 +24,7 @@ pub fn serve_http(
         .unwrap_or_else(|| "emesh".into());
     let handle = emesh_server::metrics::install()?;
     emesh_server::metrics::set_placement(cluster.plan.epoch.0, cluster.plan.ranks.len());
+    driver.export_gauges();
     let sched = SchedulerConfig {
         max_per_group: a.max_seqs.max(1),
         step_tokens: a.step_tokens.max(1),

@@ -759,6 +759,9 @@ async fn rebalance_follows_the_observed_load() {
         "emesh:rank_tokens_received_total{rank=\"2\"}",
         "emesh:layer_load_imbalance{layer=\"4\"}",
         "emesh:placement_epoch",
+        "emesh:live_workers 3",
+        "emesh:degraded 0",
+        "emesh:dispatch_latency_seconds",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }

@@ -65,10 +65,7 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(cluster: Cluster, store: Arc<dyn PlacementStore>, opts: DriverOptions) -> Self {
-        metrics::gauge!(m::PLACEMENT_EPOCH).set(cluster.epoch().0 as f64);
-        metrics::gauge!(m::LIVE_WORKERS).set(cluster.world() as f64);
-        metrics::gauge!(m::DEGRADED).set(0.0);
-        Driver {
+        let d = Driver {
             cluster,
             store,
             opts,
@@ -79,7 +76,17 @@ impl Driver {
             sampled: None,
             balanced: None,
             rebalances: vec![],
-        }
+        };
+        d.export_gauges();
+        d
+    }
+
+    /// Sets the placement gauges to the current state (again, e.g. once a metrics recorder is
+    /// installed).
+    pub fn export_gauges(&self) {
+        metrics::gauge!(m::PLACEMENT_EPOCH).set(self.cluster.epoch().0 as f64);
+        metrics::gauge!(m::LIVE_WORKERS).set(self.cluster.world() as f64);
+        metrics::gauge!(m::DEGRADED).set(if self.degraded.is_some() { 1.0 } else { 0.0 });
     }
 
     pub fn store(&self) -> &Arc<dyn PlacementStore> {
