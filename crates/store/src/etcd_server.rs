@@ -41,6 +41,18 @@ pub struct EtcdServer {
     /// `http://host:port` the server listens on for clients (loopback first).
     listen: Vec<String>,
     peer: String,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for an etcd that serves clients over mutual TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// What a client presents.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl Drop for EtcdServer {
@@ -76,6 +88,15 @@ impl EtcdServer {
     /// As [`EtcdServer::start_or_skip`], also listening on each of `extra_hosts` (e.g. the host
     /// end of a veth pair), same port.
     pub async fn start_or_skip_on(test: &str, extra_hosts: &[String]) -> Option<EtcdServer> {
+        Self::start_or_skip_with(test, extra_hosts, None).await
+    }
+
+    /// As [`EtcdServer::start_or_skip`], serving clients over mutual TLS with `tls`.
+    pub async fn start_tls_or_skip(test: &str, tls: TlsFiles) -> Option<EtcdServer> {
+        Self::start_or_skip_with(test, &[], Some(tls)).await
+    }
+
+    async fn start_or_skip_with(test: &str, extra_hosts: &[String], tls: Option<TlsFiles>) -> Option<EtcdServer> {
         let Some(bin) = find_etcd().filter(|_| crate::HAS_ETCD) else {
             assert!(
                 !etcd_required(),
@@ -91,7 +112,7 @@ impl EtcdServer {
         // Free ports can be taken between picking and binding them: try a few times.
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::start(&bin, extra_hosts).await {
+            match Self::start(&bin, extra_hosts, tls.clone()).await {
                 Ok(etcd) => return Some(etcd),
                 Err(e) => last = e,
             }
@@ -99,14 +120,15 @@ impl EtcdServer {
         panic!("could not start {}: {last}", bin.display());
     }
 
-    async fn start(bin: &Path, extra_hosts: &[String]) -> Result<EtcdServer, String> {
+    async fn start(bin: &Path, extra_hosts: &[String], tls: Option<TlsFiles>) -> Result<EtcdServer, String> {
         let dir = std::env::temp_dir().join(unique("emesh-etcd"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let port = free_port();
-        let mut listen = vec![format!("http://127.0.0.1:{port}")];
-        listen.extend(extra_hosts.iter().map(|h| format!("http://{h}:{port}")));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut listen = vec![format!("{scheme}://127.0.0.1:{port}")];
+        listen.extend(extra_hosts.iter().map(|h| format!("{scheme}://{h}:{port}")));
         let peer = format!("http://127.0.0.1:{}", free_port());
-        let mut etcd = EtcdServer { bin: bin.to_path_buf(), child: None, dir, listen, peer };
+        let mut etcd = EtcdServer { bin: bin.to_path_buf(), child: None, dir, listen, peer, tls };
         etcd.spawn().await?;
         Ok(etcd)
     }
@@ -119,7 +141,14 @@ impl EtcdServer {
             .map_err(|e| format!("creating the log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("cloning the log: {e}"))?;
         let clients = self.listen.join(",");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.server_cert.display()))
+                .arg(format!("--key-file={}", t.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=emesh-test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={clients}"))
@@ -180,7 +209,14 @@ impl EtcdServer {
 
     /// How to reach this server (loopback) under `prefix`.
     pub fn options(&self, prefix: &str) -> EtcdOptions {
-        EtcdOptions { endpoints: vec![self.endpoint().to_string()], prefix: prefix.to_string(), ..Default::default() }
+        EtcdOptions {
+            endpoints: vec![self.endpoint().to_string()],
+            prefix: prefix.to_string(),
+            ca: self.tls.as_ref().map(|t| t.ca.clone()),
+            cert: self.tls.as_ref().map(|t| t.client_cert.clone()),
+            key: self.tls.as_ref().map(|t| t.client_key.clone()),
+            ..Default::default()
+        }
     }
 
     pub fn log(&self) -> String {
