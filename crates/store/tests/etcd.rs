@@ -132,3 +132,29 @@ async fn an_unreachable_etcd_is_unavailable() {
         Ok(s) => panic!("connected to nothing: {s:?}"),
     }
 }
+
+/// With authentication enabled in etcd, `--etcd-user` and its password (from
+/// `$EMESH_ETCD_PASSWORD` in the binary) get in; a wrong password or no user does not.
+#[tokio::test]
+async fn etcd_with_authentication() {
+    let Some(etcd) = etcd_or_skip("etcd_with_authentication").await else { return };
+    let mut admin = etcd_client::Client::connect([etcd.0.endpoint()], None).await.unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let prefix = unique_prefix();
+    let opts = |user: Option<&str>, password: Option<&str>| emesh_store::EtcdOptions {
+        user: user.map(str::to_string),
+        password: password.map(str::to_string),
+        ..etcd.0.options(&prefix)
+    };
+    let store = emesh_store::connect_etcd(&opts(Some("root"), Some("s3cret"))).await.unwrap();
+    store.register_worker(worker("w1")).await.unwrap();
+    assert_eq!(store.workers().await.unwrap(), [worker("w1")]);
+    assert!(emesh_store::connect_etcd(&opts(Some("root"), Some("wrong"))).await.is_err(), "a wrong password");
+    // Without a user the connection opens, but etcd refuses every request.
+    match emesh_store::connect_etcd(&opts(None, None)).await {
+        Err(_) => {}
+        Ok(s) => assert!(s.workers().await.is_err(), "an anonymous client reads nothing"),
+    }
+}
