@@ -266,7 +266,8 @@ impl Harness {
         let http = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_emesh"));
         let model = self.dir.path().join("model");
-        cmd.args(["coordinator", "--id", id, "--expect-workers", "3", "--http", &http, "--step-timeout", "20"])
+        let expect = self.workers.len().to_string();
+        cmd.args(["coordinator", "--id", id, "--expect-workers", &expect, "--http", &http, "--step-timeout", "20"])
             .args(["--model", model.to_str().unwrap(), "--max-seqs", "16", "--lease-ttl", LEASE_TTL])
             .args(["--etcd-endpoints", self.etcd.endpoint(), "--etcd-prefix", &self.prefix])
             .args(extra);
@@ -880,4 +881,36 @@ async fn the_local_script_runs_a_failover_cluster() {
         })
     });
     assert_eq!(got, reference, "through local.sh, with a worker killed");
+}
+
+/// Tensor-parallel groups: 4 workers as 2 groups of tp=2. Killing one rank takes its whole group
+/// out (a group cannot run attention without all its heads); the other group serves every
+/// request, token for token; a new worker then pairs with the freed one to restore the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_a_rank_of_a_tensor_parallel_group() {
+    let Some(mut h) = Harness::start("kill_a_rank_of_a_tensor_parallel_group", None).await else { return };
+    for i in 0..4 {
+        h.start_worker(&format!("w{i}"), false, &[]);
+    }
+    h.start_coordinator("c0", &["--tp", "2"], true);
+    let reference = reference(&h.dir.path().join("model"));
+    let watch = EpochWatch::start(&h);
+    let mut at = 0;
+    let addrs = h.http_addrs();
+    let victim = &h.workers[3].proc;
+    let got = tokio::task::block_in_place(|| {
+        run_load(&addrs, Duration::from_millis(500), || {
+            at = unix_ms();
+            victim.signal("-KILL");
+        })
+    });
+    report("kill -9 in a tp=2 group", &h, 0, at);
+    check(&h, &reference, &got, watch, "tp group");
+    let log = h.coordinators[0].proc.log();
+    assert!(log.contains("on 2 ranks (left: [\"w2\", \"w3\"]"), "the broken group left whole\n{}", h.logs());
+    h.workers.remove(3);
+    h.start_worker("w4", false, &[]);
+    wait_world(&h, 4).await;
+    let again = tokio::task::block_in_place(|| run_load(&h.http_addrs(), Duration::ZERO, || {}));
+    assert_eq!(again, reference, "with the group restored\n{}", h.logs());
 }
