@@ -69,21 +69,26 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<'_> {
-        StreamDecoder { tokenizer: self, skip_special, ids: Vec::new(), prefix: 0, read: 0 }
+    pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<&Tokenizer> {
+        StreamDecoder::new(self, skip_special)
     }
 }
 
-/// Detokenizes ids one at a time (prefix/read offsets over a short window of recent ids).
-pub struct StreamDecoder<'a> {
-    tokenizer: &'a Tokenizer,
+/// Detokenizes ids one at a time (prefix/read offsets over a short window of recent ids). `T`
+/// is how the tokenizer is held: borrowed, or shared (`Arc<Tokenizer>`) by a long-lived stream.
+pub struct StreamDecoder<T: std::ops::Deref<Target = Tokenizer>> {
+    tokenizer: T,
     skip_special: bool,
     ids: Vec<u32>,
     prefix: usize,
     read: usize,
 }
 
-impl StreamDecoder<'_> {
+impl<T: std::ops::Deref<Target = Tokenizer>> StreamDecoder<T> {
+    pub fn new(tokenizer: T, skip_special: bool) -> Self {
+        StreamDecoder { tokenizer, skip_special, ids: Vec::new(), prefix: 0, read: 0 }
+    }
+
     /// Adds one id; returns the text it completes (possibly empty while a character is incomplete).
     pub fn push(&mut self, id: u32) -> Result<String, ChatError> {
         self.ids.push(id);
@@ -96,7 +101,7 @@ impl StreamDecoder<'_> {
     }
 
     fn advance(&mut self, flush: bool) -> Result<String, ChatError> {
-        let t = self.tokenizer;
+        let t = &*self.tokenizer;
         let before = t.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
         let now = t.decode(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() <= before.len() || (!flush && now.ends_with('\u{FFFD}')) {

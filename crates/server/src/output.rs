@@ -10,34 +10,9 @@ use emesh_coordinator::TokenLogprobs;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-/// Detokenizes ids one at a time (the prefix/read-offset method over a short window of ids).
-struct Detok {
-    tok: Arc<Tokenizer>,
-    skip_special: bool,
-    ids: Vec<u32>,
-    prefix: usize,
-    read: usize,
-}
-
-impl Detok {
-    fn advance(&mut self, flush: bool) -> String {
-        let before = self.tok.decode(&self.ids[self.prefix..self.read], self.skip_special).unwrap_or_default();
-        let now = self.tok.decode(&self.ids[self.prefix..], self.skip_special).unwrap_or_default();
-        if now.len() <= before.len() || (!flush && now.ends_with('\u{FFFD}')) {
-            return String::new();
-        }
-        let Some(delta) = now.strip_prefix(before.as_str()) else { return String::new() };
-        let delta = delta.to_string();
-        self.prefix = self.read;
-        self.read = self.ids.len();
-        if self.prefix > 0 {
-            self.ids.drain(..self.prefix);
-            self.read -= self.prefix;
-            self.prefix = 0;
-        }
-        delta
-    }
-}
+/// The incremental detokenizer, holding its tokenizer for the whole stream. A decode error
+/// (ids outside the vocabulary never reach here) shows as no text rather than ending the stream.
+type Detok = emesh_chat::StreamDecoder<Arc<Tokenizer>>;
 
 /// Holds back text that could still grow into a stop string; cuts the output before one.
 #[derive(Debug, Default)]
@@ -107,7 +82,7 @@ pub struct Output {
 impl Output {
     /// `chat`: the mode the prompt was rendered in (its output is parsed), else plain text.
     pub fn new(tok: Option<Arc<Tokenizer>>, p: &GenParams, eos: u32, chat: Option<ThinkingMode>) -> Output {
-        let detok = tok.clone().map(|tok| Detok { tok, skip_special: chat.is_none(), ids: vec![], prefix: 0, read: 0 });
+        let detok = tok.clone().map(|tok| Detok::new(tok, chat.is_none()));
         let mut hidden = p.stop_token_ids.clone();
         if !p.ignore_eos {
             hidden.push(eos);
@@ -150,10 +125,7 @@ impl Output {
             return vec![];
         }
         let text = match &mut self.detok {
-            Some(d) => {
-                d.ids.push(id);
-                d.advance(false)
-            }
+            Some(d) => d.push(id).unwrap_or_default(),
             None => String::new(),
         };
         let shown = self.stop.push(&text);
@@ -171,7 +143,7 @@ impl Output {
         }
         let mut out = vec![];
         if !self.stop.hit {
-            let rest = self.detok.as_mut().map(|d| d.advance(true)).unwrap_or_default();
+            let rest = self.detok.as_mut().and_then(|d| d.finish().ok()).unwrap_or_default();
             let shown = self.stop.push(&rest);
             out = self.feed(&shown);
             if !self.stop.hit {

@@ -8,7 +8,6 @@ use emesh_model::weights::{self, Shard};
 use emesh_model::{Engine, Logits, Numerics, Seq, SeqCache};
 use emesh_placement::Plan;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -66,6 +65,16 @@ pub struct WorkerCore {
     pub stats: Arc<Mutex<ExchangeStats>>,
 }
 
+/// Where a rank's shard comes from and how it is held.
+#[derive(Clone, Debug)]
+pub struct ShardSource {
+    pub model_dir: std::path::PathBuf,
+    pub numerics: Numerics,
+    /// Refuse a shard whose weights exceed this many bytes.
+    pub memory_budget: Option<u64>,
+    pub progress: bool,
+}
+
 /// What a [`WorkerCore::load_reusing`] read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reload {
@@ -96,28 +105,20 @@ pub fn shard_of(cfg: &ModelConfig, plan: &Plan, rank: Rank) -> Result<Shard, Wor
 
 impl WorkerCore {
     /// Loads this rank's shard from `model_dir` (only its tensors are read).
-    pub fn load(
-        model_dir: &Path,
-        plan: Plan,
-        rank: Rank,
-        transport: Arc<dyn Transport>,
-        numerics: Numerics,
-        memory_budget: Option<u64>,
-        progress: bool,
-    ) -> Result<Self, WorkerError> {
-        let cfg = ModelConfig::from_file(&model_dir.join("config.json")).map_err(emesh_model::ModelError::from)?;
-        let ck = Checkpoint::open(model_dir)?;
+    pub fn load(src: &ShardSource, plan: Plan, rank: Rank, transport: Arc<dyn Transport>) -> Result<Self, WorkerError> {
+        let cfg = ModelConfig::from_file(&src.model_dir.join("config.json")).map_err(emesh_model::ModelError::from)?;
+        let ck = Checkpoint::open(&src.model_dir)?;
         let shard = shard_of(&cfg, &plan, rank)?;
         let need = ck.bytes_of(&weights::tensor_names(&cfg, &shard, &ck));
-        if let Some(budget) = memory_budget {
+        if let Some(budget) = src.memory_budget {
             if need > budget {
                 return Err(WorkerError::Budget { rank, need, budget });
             }
         }
-        let w = weights::load(&cfg, &shard, &ck, progress)?;
-        let engine = Engine::new(cfg, w, numerics);
+        let w = weights::load(&cfg, &shard, &ck, src.progress)?;
+        let engine = Engine::new(cfg, w, src.numerics);
         let mut core = Self::new(engine, plan, rank, transport)?;
-        core.model_dir = model_dir.to_path_buf();
+        core.model_dir = src.model_dir.clone();
         Ok(core)
     }
 
@@ -126,17 +127,14 @@ impl WorkerCore {
     /// experts it lacks are read from the checkpoint, and experts it no longer serves are
     /// dropped. Otherwise the whole shard is read. Caches never carry over (the coordinator
     /// re-prefills after a placement change).
-    #[allow(clippy::too_many_arguments)]
     pub fn load_reusing(
         old: Option<WorkerCore>,
-        model_dir: &Path,
+        src: &ShardSource,
         plan: Plan,
         rank: Rank,
         transport: Arc<dyn Transport>,
-        numerics: Numerics,
-        memory_budget: Option<u64>,
-        progress: bool,
     ) -> Result<(Self, Reload), WorkerError> {
+        let (model_dir, numerics, memory_budget) = (src.model_dir.as_path(), src.numerics, src.memory_budget);
         let reusable = old.filter(|o| {
             let (a, b) = (o.plan.rank(o.rank), plan.rank(rank));
             o.model_dir == model_dir
@@ -146,7 +144,7 @@ impl WorkerCore {
                 })
         });
         let Some(old) = reusable else {
-            let core = Self::load(model_dir, plan, rank, transport, numerics, memory_budget, progress)?;
+            let core = Self::load(src, plan, rank, transport)?;
             let bytes = core.weight_bytes() as u64;
             return Ok((core, Reload { reused: false, experts: 0, bytes }));
         };

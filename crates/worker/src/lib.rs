@@ -13,6 +13,6 @@ mod msg;
 pub mod sample;
 pub mod server;
 
-pub use crate::core::{SeqWork, StepInput, StepOutput, WorkerCore, WorkerError};
+pub use crate::core::{SeqWork, ShardSource, StepInput, StepOutput, WorkerCore, WorkerError};
 pub use lease::Registration;
 pub use server::{run, serve, WorkerConfig};

@@ -1,6 +1,6 @@
 //! The worker as a gRPC server: `Worker` (load, step, health, drain) and `Exchange` (peers).
 
-use crate::core::{SeqWork, StepInput, WorkerCore};
+use crate::core::{SeqWork, ShardSource, StepInput, WorkerCore};
 use crate::lease::{Fence, Registration};
 use emesh_comm::{PayloadDtype, Transport};
 use emesh_common::{Epoch, Rank};
@@ -221,7 +221,8 @@ impl Worker for WorkerService {
             fail::fail_point!("worker::load", |_| Err(crate::WorkerError::Invalid(
                 "fail point worker::load: the load failed midway".into()
             )));
-            WorkerCore::load_reusing(old, &model_dir, plan, rank, t, numerics, cfg.memory_budget, cfg.progress)
+            let src = ShardSource { model_dir, numerics, memory_budget: cfg.memory_budget, progress: cfg.progress };
+            WorkerCore::load_reusing(old, &src, plan, rank, t)
         });
         let connect = transport.connect(&r.peer_addrs, self.inner.cfg.exchange_timeout);
         let (core, conn) = tokio::join!(loading, connect);

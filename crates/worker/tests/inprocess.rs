@@ -6,6 +6,7 @@ use emesh_common::{Epoch, ModelConfig, Rank};
 use emesh_model::gen::{self, GenDtype};
 use emesh_model::{Engine, LoadOptions, Logits, Numerics, Seq};
 use emesh_placement::{Layout, Plan, PlanRequest, WeightForm, WorkerSpec};
+use emesh_worker::ShardSource;
 use emesh_worker::{SeqWork, StepInput, WorkerCore};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +42,18 @@ fn run_cluster(
         .enumerate()
         .map(|(r, t)| {
             let t: Arc<dyn Transport> = Arc::new(t);
-            let mut c = WorkerCore::load(dir, plan.clone(), Rank(r as u32), t, Numerics::Exact, None, false).unwrap();
+            let mut c = WorkerCore::load(
+                &ShardSource {
+                    model_dir: dir.to_path_buf(),
+                    numerics: Numerics::Exact,
+                    memory_budget: None,
+                    progress: false,
+                },
+                plan.clone(),
+                Rank(r as u32),
+                t,
+            )
+            .unwrap();
             c.dispatch_dtype = dtype;
             c
         })
